@@ -1,0 +1,90 @@
+"""Answers to the prompts: good ones bake, bad ones are refused with one clear line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from variants import TEMPLATE_DIR
+
+COOKIECUTTER = Path(sys.executable).with_name("cookiecutter")
+
+BAD_ANSWERS = [
+    ("worker_count", "0"),
+    ("worker_count", "-3"),
+    ("worker_count", "abc"),
+    ("worker_count", "1000"),
+    ("python_version", "2.7"),
+    ("broker", "kafka"),
+    ("result_backend", "mongodb"),
+    ("project_slug", ""),
+    ("project_slug", "my-app"),
+    ("project_slug", "9lives"),
+    ("project_slug", "class"),
+    ("project_slug", "celery"),
+    ("project_slug", "redis"),
+    ("project_slug", "kombu"),
+    ("project_slug", "json"),
+    ("project_slug", "tests"),
+    ("project_slug", "Celery_Service"),
+]
+
+
+def bake_cli(output_dir: Path, **answers) -> subprocess.CompletedProcess:
+    """Bake as a user does in CI: the cookiecutter command, no prompts."""
+    return subprocess.run(
+        [COOKIECUTTER, "--no-input", "--output-dir", output_dir, TEMPLATE_DIR]
+        + [f"{field}={value}" for field, value in answers.items()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_ANSWERS, ids=lambda v: repr(v))
+def test_bad_answer_is_refused_with_a_line_naming_the_field(tmp_path, field, value):
+    """A bad answer stops the bake with a line naming the field and what is allowed, and
+    leaves nothing on disk."""
+    result = bake_cli(tmp_path, **{field: value})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    lines = [line for line in output.splitlines() if field in line and value in line]
+    assert any("allowed" in line or "choices" in line for line in lines), output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("worker_count", ["1", "64"])
+def test_worker_count_limits_are_accepted(tmp_path, worker_count):
+    """The smallest and largest worker counts bake."""
+    result = bake_cli(tmp_path, worker_count=worker_count)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_slug_is_derived_from_the_project_name(cookies):
+    """The package name follows the project name unless given."""
+    result = cookies.bake(extra_context={"project_name": "Image Resizer 2"})
+    assert result.exit_code == 0, result.exception
+    assert result.project_path.name == "image_resizer_2"
+    assert (result.project_path / "image_resizer_2" / "tasks.py").is_file()
+
+
+def test_each_bake_has_its_own_secrets(cookies):
+    """.env gets fresh random secrets at every bake; none is left as a placeholder."""
+    answers = {"broker": "rabbitmq", "result_backend": "postgresql", "use_flower": True}
+    secrets = []
+    for _ in range(2):
+        result = cookies.bake(extra_context=answers)
+        assert result.exit_code == 0, result.exception
+        env = dict(
+            line.split("=", 1)
+            for line in (result.project_path / ".env").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        secrets.append({k: v for k, v in env.items() if k.endswith("PASSWORD")})
+    first, second = secrets
+    assert set(first) == {"RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_PASSWORD"}
+    for key, value in first.items():
+        assert len(value) >= 32 and value != "generate-a-secret"
+        assert value != second[key]
+    assert first["RABBITMQ_PASSWORD"] != first["POSTGRES_PASSWORD"]

@@ -1,0 +1,135 @@
+"""Static tier: every variant bakes into a project whose files lint and parse clean."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from composefile import compose_model, run_compose
+from variants import ALL_VARIANTS, variant_id
+
+BIN = Path(sys.executable).parent
+# Unrendered variables name cookiecutter; unrendered blocks keep their braces.
+TEMPLATE_SYNTAX = re.compile(r"cookiecutter\.|\{%|%\}")
+
+pytestmark = pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
+
+
+def run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def expected_services(variant: dict) -> set[str]:
+    wanted = {"worker", "app", variant["broker"]}
+    if variant["result_backend"] == "postgresql":
+        wanted.add("postgres")
+    else:
+        wanted.add(variant["result_backend"])
+    if variant["use_flower"]:
+        wanted.add("flower")
+    if variant["use_beat"]:
+        wanted.add("beat")
+    return wanted
+
+
+def test_no_template_syntax_is_left(bake, variant):
+    """No file name or file content keeps Jinja or cookiecutter syntax."""
+    project = bake(variant)
+    for path in project.rglob("*"):
+        assert not TEMPLATE_SYNTAX.search(path.name), path
+        if path.is_file():
+            assert not TEMPLATE_SYNTAX.search(path.read_text(encoding="utf-8")), path
+
+
+def test_python_is_ruff_clean(bake, variant):
+    """ruff check and ruff format --check pass on the rendered project."""
+    project = bake(variant)
+    for command in (["check", "."], ["format", "--check", "."]):
+        result = run(BIN / "ruff", *command, cwd=project)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pyproject_states_the_choices(bake, variant):
+    """pyproject.toml parses and asks for the chosen Python and only the needed packages."""
+    project = bake(variant)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    version = variant["python_version"]
+    assert pyproject["project"]["requires-python"] == f">={version}"
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + version.replace(".", "")
+    requirements = " ".join(pyproject["project"]["dependencies"])
+    uses_redis = "redis" in (variant["broker"], variant["result_backend"])
+    assert ("celery[redis]" in requirements) == uses_redis
+    assert ("psycopg" in requirements) == (variant["result_backend"] == "postgresql")
+    assert ("sqlalchemy" in requirements) == (variant["result_backend"] == "postgresql")
+    assert ("flower" in requirements) == variant["use_flower"]
+
+
+def test_compose_is_valid_and_has_the_chosen_services(bake, variant):
+    """The real Compose v2 parser accepts compose.yaml, which has exactly the chosen services."""
+    project = bake(variant)
+    result = run_compose(project, "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+    raw = yaml.safe_load((project / "compose.yaml").read_text(encoding="utf-8"))
+    assert "version" not in raw
+    services = compose_model(project)["services"]
+    assert set(services) == expected_services(variant)
+    assert services["worker"]["deploy"]["replicas"] == int(variant.get("worker_count", 2))
+
+
+def test_compose_services_follow_the_house_rules(bake, variant):
+    """Exec-form commands, pinned images, healthchecks gating start-up, no published broker."""
+    project = bake(variant)
+    services = compose_model(project)["services"]
+    infrastructure = {"redis", "rabbitmq", "postgres"} & set(services)
+    for name, service in services.items():
+        assert "container_name" not in service, name
+        image = service["image"]
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+        if name in infrastructure:
+            assert re.search(r":\d+\.\d+", image), (name, image)
+            assert "ports" not in service, name
+            assert service["healthcheck"]["test"], name
+        else:
+            command = service["command"]
+            assert isinstance(command, list) and command[0] in {"celery", "python"}, name
+        for dependency in service.get("depends_on", {}).values():
+            assert dependency["condition"] == "service_healthy", name
+    assert services["worker"]["healthcheck"]["test"]
+    assert set(services["worker"]["depends_on"]) == infrastructure
+    if "flower" in services:
+        assert [port["host_ip"] for port in services["flower"]["ports"]] == ["127.0.0.1"]
+
+
+def test_compose_refuses_to_start_without_secrets(bake, variant):
+    """Without .env, Compose stops with a message naming the missing setting."""
+    project = bake(variant)
+    result = run_compose(project, "--env-file", "/dev/null", "config", "--quiet")
+    assert result.returncode != 0
+    assert re.search(r"required variable \w+ is missing a value: set \w+ in \.env", result.stderr)
+
+
+def test_dockerfile_passes_hadolint(bake, variant):
+    """The Dockerfile builds from the chosen Python and is clean under hadolint (warnings)."""
+    project = bake(variant)
+    dockerfile = (project / "Dockerfile").read_text(encoding="utf-8")
+    assert f"FROM python:{variant['python_version']}-slim" in dockerfile
+    result = run(BIN / "hadolint", "--failure-threshold", "warning", "Dockerfile", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_secrets_stay_out_of_git_and_images(bake, variant):
+    """.env exists with no placeholder left, and git and docker both ignore it."""
+    project = bake(variant)
+    assert "=generate-a-secret" not in (project / ".env").read_text(encoding="utf-8")
+    assert ".env" in (project / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert ".env" in (project / ".dockerignore").read_text(encoding="utf-8").splitlines()

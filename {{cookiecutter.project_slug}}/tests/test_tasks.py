@@ -1,0 +1,55 @@
+"""Each sample task, sent through the broker and run by a real worker."""
+
+import time
+
+import pytest
+
+from {{ cookiecutter.project_slug }}.tasks import add, long_task, process_data
+
+TIMEOUT = 60
+
+
+def test_add_returns_the_sum(worker):
+    """add(x, y) returns x + y."""
+    assert add.delay(2, 3).get(timeout=TIMEOUT) == 5
+
+
+def test_process_data_returns_statistics(worker):
+    """process_data returns count, sum, mean, min and max of the numbers."""
+    result = process_data.delay([1, 2, 3, 4.5]).get(timeout=TIMEOUT)
+    assert result == {"count": 4, "sum": 10.5, "mean": 2.625, "min": 1, "max": 4.5}
+
+
+@pytest.mark.parametrize(
+    ("numbers", "message"),
+    [
+        ([], "numbers is empty"),
+        ("1,2,3", "must be a list"),
+        (7, "must be a list"),
+        ([1, [2, 3]], "numbers[1] is [2, 3], not a number"),
+        ([1, "two"], "numbers[1] is 'two', not a number"),
+        ([True, 2], "numbers[0] is True, not a number"),
+    ],
+)
+def test_process_data_refuses_bad_input(worker, numbers, message):
+    """Bad input ends in FAILURE with a message saying what was wrong."""
+    result = process_data.delay(numbers)
+    with pytest.raises((TypeError, ValueError), match=message.replace("[", r"\[")):
+        result.get(timeout=TIMEOUT)
+    assert result.state == "FAILURE"
+    # The worker is still there to run the next task.
+    assert add.delay(1, 1).get(timeout=TIMEOUT) == 2
+
+
+def test_long_task_reports_progress(worker):
+    """long_task reports PROGRESS with current and total while it runs."""
+    result = long_task.delay(3)
+    seen = set()
+    deadline = time.monotonic() + TIMEOUT
+    while not result.ready() and time.monotonic() < deadline:
+        if result.state == "PROGRESS":
+            seen.add((result.info["current"], result.info["total"]))
+        time.sleep(0.1)
+    assert result.get(timeout=TIMEOUT) == {"current": 3, "total": 3, "status": "worked for 3 s"}
+    assert len(seen) >= 2
+    assert all(total == 3 for _, total in seen)

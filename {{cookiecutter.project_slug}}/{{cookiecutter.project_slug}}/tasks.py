@@ -1,0 +1,70 @@
+"""The sample tasks, registered as {{ cookiecutter.project_slug }}.tasks.<name>.
+
+Bad arguments raise TypeError or ValueError with a message that says what was
+wrong: the task ends in FAILURE with that message and the worker carries on.
+"""
+
+import math
+import reprlib
+import time
+
+from .celery import app
+
+# long_task refuses longer runs: compose.yaml's stop_grace_period must cover a task.
+LONG_TASK_MAX_SECONDS = 60
+
+
+def _is_number(value: object) -> bool:
+    # bool is an int in Python, but True + 1 is not a sum anybody meant.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@app.task
+def add(x: float, y: float) -> float:
+    """Return x + y."""
+    for name, value in (("x", x), ("y", y)):
+        if not _is_number(value):
+            raise TypeError(f"add: {name} must be a number, got {reprlib.repr(value)}")
+    return x + y
+
+
+@app.task(bind=True)
+def long_task(self, seconds: int = 10) -> dict:
+    """Work for `seconds` seconds, reporting PROGRESS {"current", "total"} every second."""
+    if not (isinstance(seconds, int) and not isinstance(seconds, bool)) or not (
+        0 <= seconds <= LONG_TASK_MAX_SECONDS
+    ):
+        raise ValueError(
+            f"long_task: seconds must be a whole number from 0 to {LONG_TASK_MAX_SECONDS}, "
+            f"got {seconds!r}"
+        )
+    for current in range(seconds):
+        self.update_state(state="PROGRESS", meta={"current": current, "total": seconds})
+        time.sleep(1)
+    return {"current": seconds, "total": seconds, "status": f"worked for {seconds} s"}
+
+
+@app.task
+def process_data(numbers: list) -> dict:
+    """Return count, sum, mean, min and max of a non-empty list of numbers."""
+    if not isinstance(numbers, list):
+        raise TypeError(
+            f"process_data: numbers must be a list of numbers, got {type(numbers).__name__}"
+        )
+    if not numbers:
+        raise ValueError("process_data: numbers is empty, give at least one number")
+    for index, value in enumerate(numbers):
+        if not _is_number(value):
+            raise TypeError(
+                f"process_data: numbers[{index}] is {reprlib.repr(value)}, not a number"
+            )
+        if not math.isfinite(value):
+            raise ValueError(f"process_data: numbers[{index}] is {value!r}, not a finite number")
+    total = sum(numbers)
+    return {
+        "count": len(numbers),
+        "sum": total,
+        "mean": total / len(numbers),
+        "min": min(numbers),
+        "max": max(numbers),
+    }
