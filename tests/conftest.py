@@ -25,3 +25,13 @@ def bake(cookies_session):
         return projects[key]
 
     return bake_variant
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed run-tier test shows the tail of every process log of its stack."""
+    report = yield
+    stack = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
+    if report.failed and stack is not None:
+        report.sections.append(("process logs", stack.logs()))
+    return report

@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             f"process_data({SAMPLE_NUMBERS})": process_data.delay(SAMPLE_NUMBERS),
         }
         succeeded = watch(results, args.timeout)
+        print("results:")
+        width = max(map(len, results))
+        for label, result in results.items():
+            print(f"  {label:<{width}}  {describe(result)}")
     except Exception as exc:
         # A missing setting or an unreachable broker or backend ends the app with
         # one line, not a traceback.

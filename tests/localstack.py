@@ -1,0 +1,309 @@
+"""A rendered project's Compose services, run as local processes on this machine.
+
+What runs is what a user runs: each service's command and environment come from
+compose.yaml through the real Compose parser. Three things differ, because local
+processes share one host where containers each have their own:
+- host names: URLs that name a Compose service (redis, rabbitmq, postgres) are
+  pointed at the servers on localhost;
+- isolation: each stack gets its own redis-server (on a free port, started with the
+  redis service's own command), its own RabbitMQ vhost and user, and its own
+  PostgreSQL role and database, all removed again when the stack closes;
+- worker node names: replicas of a container differ by host name, local processes
+  get --hostname=workerN@%h instead.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+from celery import Celery
+from composefile import compose_model
+from psycopg import sql
+from uv import find_uv_bin
+
+RABBITMQ_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_RABBITMQ_PORT", "5672")))
+POSTGRES_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_POSTGRES_PORT", "5432")))
+# A superuser connection for creating each stack's role and database.
+POSTGRES_ADMIN = os.environ.get(
+    "TEST_POSTGRES_ADMIN", f"host=127.0.0.1 port={POSTGRES_ADDRESS[1]} user=postgres dbname=postgres"
+)
+STARTUP_SECONDS = 90
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def find_python(version: str) -> Path:
+    """A working interpreter for a python_version answer: on PATH, or installed by pyenv."""
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"))
+    for candidate in filter(None, candidates):
+        # pyenv's shims are on PATH but fail unless PYENV_VERSION names the version.
+        probe = subprocess.run([candidate, "-c", ""], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return Path(candidate)
+    raise RuntimeError(f"no working Python {version} on PATH or under {pyenv_root}/versions")
+
+
+def make_venv(project: Path, version: str, venv: Path) -> Path:
+    """A virtual environment of the chosen Python with the project and its dev group."""
+    uv = find_uv_bin()
+    for command in (
+        [uv, "venv", "--quiet", "--python", str(find_python(version)), str(venv)],
+        [uv, "pip", "install", "--quiet", "--python", str(venv), ".", "--group", "dev"],
+    ):
+        result = subprocess.run(
+            command, cwd=project, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}{result.stderr}"
+    return venv
+
+
+class LocalProcess:
+    """A process in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, cwd: Path, log_path: Path):
+        self.name = name
+        self.log_path = log_path
+        with log_path.open("wb") as log:
+            self.popen = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace_seconds: float = 30) -> None:
+        """SIGTERM the whole process group (warm shutdown), SIGKILL it if it lingers."""
+        for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(wait)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)  # orphaned pool children
+                return
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return f"--- last lines of {self.name} ({self.log_path}) ---\n" + "\n".join(
+            text.splitlines()[-lines:]
+        )
+
+
+class LocalStack:
+    """The project's services on localhost; use as a context manager."""
+
+    def __init__(self, project: Path, venv: Path, workdir: Path):
+        self.project = project
+        self.venv = venv
+        self.workdir = workdir
+        self.processes: list[LocalProcess] = []
+        self._cleanup = contextlib.ExitStack()
+        # Unique names keep stacks that run side by side apart on the shared servers.
+        unique = f"t{uuid.uuid4().hex[:12]}"
+        self.isolation = {name: unique for name in self.ISOLATED_SETTINGS}
+        self.model = compose_model(project, env=self.isolation)
+        self.services = self.model["services"]
+        self.addresses: dict[str, tuple[str, int]] = {}
+
+    # .env settings overridden per stack, as a user may do from the shell.
+    ISOLATED_SETTINGS = ("RABBITMQ_USER", "RABBITMQ_VHOST", "POSTGRES_USER", "POSTGRES_DB")
+
+    def __enter__(self) -> "LocalStack":
+        try:
+            if "redis" in self.services:
+                self.addresses["redis"] = self._start_redis()
+            if "rabbitmq" in self.services:
+                self.addresses["rabbitmq"] = self._provision_rabbitmq()
+            if "postgres" in self.services:
+                self.addresses["postgres"] = self._provision_postgres()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every process (workers before servers), then remove what was provisioned."""
+        try:
+            self.stop_all()
+        finally:
+            self._cleanup.close()
+
+    # -- the servers -------------------------------------------------------------
+
+    def _start_redis(self) -> tuple[str, int]:
+        port = free_port()
+        data = self.workdir / "redis"
+        data.mkdir()
+        program, *args = self.services["redis"]["command"]
+        command = [shutil.which(program) or program, *args] + [
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--logfile", "",
+        ]  # fmt: skip
+        self.processes.append(
+            LocalProcess("redis", command, {}, data, self.workdir / "redis.log")
+        )
+        password = self.services["redis"]["environment"]["REDISCLI_AUTH"]
+        client = redis.Redis(port=port, password=password)
+        self._wait_for(lambda: client.ping(), "redis-server to answer", self.processes[-1])
+        client.close()
+        return ("127.0.0.1", port)
+
+    def _provision_rabbitmq(self) -> tuple[str, int]:
+        env = self.services["rabbitmq"]["environment"]
+        user, vhost = env["RABBITMQ_DEFAULT_USER"], env["RABBITMQ_DEFAULT_VHOST"]
+        rabbitmqctl("add_vhost", vhost)
+        self._cleanup.callback(rabbitmqctl, "delete_vhost", vhost)
+        rabbitmqctl("add_user", user, env["RABBITMQ_DEFAULT_PASS"])
+        self._cleanup.callback(rabbitmqctl, "delete_user", user)
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        return RABBITMQ_ADDRESS
+
+    def _provision_postgres(self) -> tuple[str, int]:
+        env = self.services["postgres"]["environment"]
+        role, database = sql.Identifier(env["POSTGRES_USER"]), sql.Identifier(env["POSTGRES_DB"])
+        postgres_admin(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                role, sql.Literal(env["POSTGRES_PASSWORD"])
+            )
+        )
+        self._cleanup.callback(postgres_admin, sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+        postgres_admin(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, role))
+        self._cleanup.callback(
+            postgres_admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database)
+        )
+        return POSTGRES_ADDRESS
+
+    # -- the project's services --------------------------------------------------
+
+    def environment(self, service: str, **overrides: str) -> dict[str, str]:
+        """The service's environment from compose.yaml, its URLs pointed at localhost."""
+        env = {
+            "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(self.workdir),
+            "LANG": "C.UTF-8",
+        }
+        for name, value in (self.services[service].get("environment") or {}).items():
+            env[name] = self.localize(value)
+        env.update(overrides)
+        return env
+
+    def localize(self, value: str) -> str:
+        """Point a URL that names a Compose service at that service's local address."""
+        if "://" not in value:
+            return value
+        url = urlsplit(value)
+        if url.hostname not in self.addresses:
+            return value
+        host, port = self.addresses[url.hostname]
+        userinfo = url.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+        return urlunsplit(url._replace(netloc=netloc))
+
+    def command(self, service: str) -> list[str]:
+        """The service's command, its program taken from the project's virtual environment."""
+        program, *args = self.services[service]["command"]
+        installed = self.venv / "bin" / program
+        assert installed.exists(), f"{service}: {program} is not installed in {self.venv}"
+        return [str(installed), *args]
+
+    def start(self, service: str, name: str, *extra_args: str, **env: str) -> LocalProcess:
+        process = LocalProcess(
+            name,
+            self.command(service) + list(extra_args),
+            self.environment(service, **env),
+            self.workdir,
+            self.workdir / f"{name}.log",
+        )
+        self.processes.append(process)
+        return process
+
+    def start_workers(self) -> list[str]:
+        """Start deploy.replicas workers; returns their node names."""
+        replicas = self.services["worker"]["deploy"]["replicas"]
+        names = []
+        for number in range(1, replicas + 1):
+            name = f"worker{number}"
+            self.start("worker", name, f"--hostname={name}@%h")
+            names.append(f"{name}@{socket.gethostname()}")
+        return names
+
+    def run(self, service: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
+        """Run a one-shot service (such as app) to the end."""
+        return subprocess.run(
+            self.command(service),
+            env=self.environment(service, **env),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def client(self) -> Celery:
+        """A plain Celery client with the app's connection settings; it knows no task code."""
+        env = self.environment("app")
+        client = Celery("client", set_as_current=False)
+        client.conf.update(
+            broker_url=env["CELERY_BROKER_URL"],
+            result_backend=env["CELERY_RESULT_BACKEND"],
+            task_serializer="json",
+            accept_content=["json"],
+            result_accept_content=["json"],
+        )
+        self._cleanup.callback(client.close)
+        return client
+
+    def logs(self) -> str:
+        return "\n".join(process.log_tail() for process in self.processes)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def _wait_for(self, probe, what: str, process: LocalProcess) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                if probe():
+                    return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            assert process.alive(), f"{process.name} exited\n{process.log_tail()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+
+def rabbitmqctl(*args: str) -> None:
+    result = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"rabbitmqctl {args[0]} failed: {result.stderr}"
+
+
+def postgres_admin(statement: sql.Composable) -> None:
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as connection:
+        connection.execute(statement)
