@@ -18,9 +18,9 @@ def main() -> None:
         if not sep:
             continue  # .env.example's comments explain placeholders that .env no longer has
         if value == PLACEHOLDER:
-            # token_urlsafe uses only [A-Za-z0-9_-], so it needs no quoting in
-            # connection URLs, shell or YAML.
-            line = f"{key}={secrets.token_urlsafe(24)}"
+            # Hex digits need no quoting in URLs, shell or YAML, and never start
+            # with "-", which command lines such as rabbitmqctl take for an option.
+            line = f"{key}={secrets.token_hex(24)}"
         lines.append(line)
     env_file = Path(".env")
     env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from localstack import shared_server_inventory
 from variants import TEMPLATE_DIR, variant_id
 
 
@@ -35,3 +36,43 @@ def pytest_runtest_makereport(item, call):
     if report.failed and stack is not None:
         report.sections.append(("process logs", stack.logs()))
     return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Keep each run-tier variant's tests together, so that its stack starts once."""
+    first_position: dict[str, int] = {}
+
+    def position(numbered_item) -> int:
+        number, item = numbered_item
+        callspec = getattr(item, "callspec", None)
+        variant = callspec.params.get("stack") if callspec else None
+        if variant is None:
+            return number
+        return first_position.setdefault(variant_id(variant), number)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=position)]
+
+
+INVENTORY_BEFORE = pytest.StashKey[dict | None]()
+
+
+def pytest_sessionstart(session):
+    # In the xdist controller (or a run without xdist), before any stack exists.
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[INVENTORY_BEFORE] = shared_server_inventory()
+
+
+def pytest_sessionfinish(session):
+    """After the whole run, the shared servers hold what they held before it."""
+    before = session.config.stash.get(INVENTORY_BEFORE, None)
+    if before is None:
+        return
+    after = shared_server_inventory()
+    leftovers = {kind: sorted(set(after[kind]) - set(before[kind])) for kind in before}
+    leftovers = {kind: names for kind, names in leftovers.items() if names}
+    if leftovers:
+        session.config.get_terminal_writer().line(
+            f"ERROR: the run left these behind on the shared servers: {leftovers}", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

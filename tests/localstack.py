@@ -34,7 +34,8 @@ RABBITMQ_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_RABBITMQ_PORT", "5672"
 POSTGRES_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_POSTGRES_PORT", "5432")))
 # A superuser connection for creating each stack's role and database.
 POSTGRES_ADMIN = os.environ.get(
-    "TEST_POSTGRES_ADMIN", f"host=127.0.0.1 port={POSTGRES_ADDRESS[1]} user=postgres dbname=postgres"
+    "TEST_POSTGRES_ADMIN",
+    f"host=127.0.0.1 port={POSTGRES_ADDRESS[1]} user=postgres dbname=postgres",
 )
 STARTUP_SECONDS = 90
 
@@ -159,12 +160,9 @@ class LocalStack:
         data = self.workdir / "redis"
         data.mkdir()
         program, *args = self.services["redis"]["command"]
-        command = [shutil.which(program) or program, *args] + [
-            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--logfile", "",
-        ]  # fmt: skip
-        self.processes.append(
-            LocalProcess("redis", command, {}, data, self.workdir / "redis.log")
-        )
+        local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--logfile", ""]
+        command = [shutil.which(program) or program, *args, *local]
+        self.processes.append(LocalProcess("redis", command, {}, data, self.workdir / "redis.log"))
         password = self.services["redis"]["environment"]["REDISCLI_AUTH"]
         client = redis.Redis(port=port, password=password)
         self._wait_for(lambda: client.ping(), "redis-server to answer", self.processes[-1])
@@ -297,13 +295,33 @@ class LocalStack:
             time.sleep(0.1)
 
 
-def rabbitmqctl(*args: str) -> None:
+def rabbitmqctl(*args: str) -> str:
     result = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=False
+        ["rabbitmqctl", "--silent", *args], capture_output=True, text=True, timeout=120, check=False
     )
-    assert result.returncode == 0, f"rabbitmqctl {args[0]} failed: {result.stderr}"
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {args[0]} failed: {result.stderr}")
+    return result.stdout
 
 
 def postgres_admin(statement: sql.Composable) -> None:
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as connection:
         connection.execute(statement)
+
+
+def shared_server_inventory() -> dict[str, list[str]] | None:
+    """What a stack creates on the shared servers, as it is now; None if they are not up
+    (then the run tier fails on its own)."""
+    try:
+        vhosts, users = rabbitmqctl("list_vhosts"), rabbitmqctl("list_users")
+        with psycopg.connect(POSTGRES_ADMIN) as connection:
+            databases = connection.execute("SELECT datname FROM pg_database").fetchall()
+            roles = connection.execute("SELECT rolname FROM pg_roles").fetchall()
+    except (OSError, RuntimeError, subprocess.SubprocessError, psycopg.Error):
+        return None
+    return {
+        "RabbitMQ vhosts": sorted(vhosts.split()),
+        "RabbitMQ users": sorted(line.split("\t")[0] for line in users.splitlines()),
+        "PostgreSQL databases": sorted(name for (name,) in databases),
+        "PostgreSQL roles": sorted(name for (name,) in roles),
+    }

@@ -4,31 +4,48 @@ The services' commands and environments come from the rendered compose.yaml (see
 localstack.py for the three things that differ from containers).
 """
 
+import base64
+import json
+import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import kombu
 import pytest
 import redis
-from localstack import LocalStack, make_venv
-from variants import variant_id, with_defaults
+from localstack import LocalStack, free_port, make_venv
+from variants import run_variants, variant_id
 
 pytestmark = pytest.mark.run
 
-RUN_VARIANTS = [
-    with_defaults(),
-    with_defaults(broker="rabbitmq", result_backend="postgresql"),
-]
 RESULT_TIMEOUT = 60
+# One xdist group per variant: its tests share one stack, on one xdist worker.
+STACK_PARAMS = [
+    pytest.param(
+        variant, id=variant_id(variant), marks=pytest.mark.xdist_group(variant_id(variant))
+    )
+    for variant in run_variants()
+]
 
 
-def as_param(variant: dict):
-    # One xdist group per variant: its tests share one stack, on one xdist worker.
-    key = variant_id(variant)
-    return pytest.param(variant, id=key, marks=pytest.mark.xdist_group(key))
+def pytest_generate_tests(metafunc):
+    """Every test that uses `stack` runs on each run variant, or on those that match its
+    only_variants marker (e.g. only_variants(use_beat=True))."""
+    if "stack" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("only_variants")
+    wanted = marker.kwargs if marker else {}
+    params = [
+        param
+        for param in STACK_PARAMS
+        if all(param.values[0][name] == value for name, value in wanted.items())
+    ]
+    metafunc.parametrize("stack", params, indirect=True, scope="module")
 
 
-@pytest.fixture(scope="module", params=[as_param(v) for v in RUN_VARIANTS])
+@pytest.fixture(scope="module")
 def stack(request, bake, tmp_path_factory):
     """The variant's broker, backend and workers, running; all removed afterwards."""
     variant = request.param
@@ -46,7 +63,8 @@ def stack(request, bake, tmp_path_factory):
 def wait_for_workers(stack: LocalStack, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        answered = {name for reply in stack.celery.control.ping(timeout=1) for name in reply}
+        replies = stack.celery.control.ping(timeout=1, limit=len(stack.worker_names))
+        answered = {name for reply in replies for name in reply}
         if answered >= set(stack.worker_names):
             return
         for process in stack.processes:
@@ -60,7 +78,7 @@ def task(stack: LocalStack, name: str) -> str:
 
 def test_every_worker_answers_ping_under_its_own_name(stack):
     """All worker_count workers are up, each with its own node name."""
-    replies = stack.celery.control.ping(timeout=2)
+    replies = stack.celery.control.ping(timeout=5, limit=len(stack.worker_names))
     answered = sorted(name for reply in replies for name in reply)
     assert answered == sorted(stack.worker_names)
     assert len(answered) == stack.services["worker"]["deploy"]["replicas"]
@@ -77,7 +95,7 @@ def test_broker_refuses_clients_without_the_generated_credentials(stack):
         vhost = url.rsplit("/", 1)[1]
         host, port = stack.addresses["rabbitmq"]
         wrong = kombu.Connection(f"amqp://{vhost}:wrong-password@{host}:{port}/{vhost}")
-        with pytest.raises(Exception, match="ACCESS_REFUSED|Login was refused"):
+        with pytest.raises(Exception, match=r"ACCESS_REFUSED|Login was refused"):
             wrong.connect()
         wrong.release()
 
@@ -106,8 +124,10 @@ def test_long_task_reports_progress_while_it_runs(stack):
     seen = []
     deadline = time.monotonic() + RESULT_TIMEOUT
     while not result.ready() and time.monotonic() < deadline:
-        if result.state == "PROGRESS" and result.info not in seen:
-            seen.append(result.info)
+        # State and meta from one read: two reads may straddle the end of the task.
+        meta = stack.celery.backend.get_task_meta(result.id)
+        if meta["status"] == "PROGRESS" and meta["result"] not in seen:
+            seen.append(meta["result"])
         time.sleep(0.1)
     assert result.get(timeout=RESULT_TIMEOUT) == {
         "current": 3,
@@ -160,3 +180,55 @@ def test_project_own_tests_pass(stack):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.only_variants(use_beat=True)
+def test_beat_sends_its_schedule_and_a_worker_runs_it(stack):
+    """Beat sends the scheduled add(20, 22); a worker runs it and 42 is in the backend."""
+    stack.start("beat", "beat", BEAT_INTERVAL_SECONDS="1")
+    done = re.compile(
+        rf"Task {stack.project.name}\.tasks\.add\[([0-9a-f-]+)\] succeeded in \S+: 42$", re.M
+    )
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    task_ids = []
+    while not task_ids and time.monotonic() < deadline:
+        logs = [p.log_path.read_text() for p in stack.processes if p.name.startswith("worker")]
+        task_ids = [match for log in logs for match in done.findall(log)]
+        time.sleep(0.5)
+    assert task_ids, "no worker ran the scheduled add(20, 22)"
+    assert stack.celery.AsyncResult(task_ids[0]).get(timeout=RESULT_TIMEOUT) == 42
+
+
+@pytest.mark.only_variants(use_flower=True)
+def test_flower_needs_the_generated_password_and_lists_the_workers(stack):
+    """Flower answers 401 without credentials, 200 with the generated ones, and shows
+    every running worker."""
+    port = free_port()
+    flower = stack.start("flower", "flower", FLOWER_PORT=str(port))
+    user, password = stack.environment("flower")["FLOWER_BASIC_AUTH"].split(":", 1)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def get(path: str, authorized: bool) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if authorized:
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while True:
+        try:
+            status, _ = get("/", authorized=False)
+            break
+        except urllib.error.URLError:
+            assert flower.alive(), flower.log_tail()
+            assert time.monotonic() < deadline, "Flower did not start listening"
+            time.sleep(0.2)
+    assert status == 401
+    assert get("/", authorized=True)[0] == 200
+    status, body = get("/api/workers?refresh=1", authorized=True)
+    assert status == 200
+    assert set(json.loads(body)) >= set(stack.worker_names)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from composefile import compose_model, run_compose
-from variants import ALL_VARIANTS, variant_id
+from variants import ALL_VARIANTS, COOKIECUTTER_JSON, variant_id
 
 BIN = Path(sys.executable).parent
 # Unrendered variables name cookiecutter; unrendered blocks keep their braces.
@@ -83,7 +83,9 @@ def test_compose_is_valid_and_has_the_chosen_services(bake, variant):
     assert "version" not in raw
     services = compose_model(project)["services"]
     assert set(services) == expected_services(variant)
-    assert services["worker"]["deploy"]["replicas"] == int(variant.get("worker_count", 2))
+    assert services["worker"]["deploy"]["replicas"] == int(
+        variant.get("worker_count", COOKIECUTTER_JSON["worker_count"])
+    )
 
 
 def test_compose_services_follow_the_house_rules(bake, variant):

@@ -42,6 +42,8 @@ def variant_id(variant: dict) -> str:
             parts.append(feature if value else f"no{feature}")
         elif name == "python_version":
             parts.append(f"py{value}")
+        elif name == "worker_count":
+            parts.append(f"{value}workers")
         elif name in AXES:
             parts.append(str(value))
         else:
@@ -52,3 +54,20 @@ def variant_id(variant: dict) -> str:
 def with_defaults(**answers) -> dict:
     """A variant: the defaults of every axis, changed by the given answers."""
     return {**DEFAULTS, **answers}
+
+
+def run_variants() -> list[dict]:
+    """Every combination of the choices except python_version, which is spread over them
+    (each version runs at least once) instead of multiplying their number; worker_count
+    varies too, so that more than the default number of workers is proven."""
+    versions = AXES["python_version"]
+    others = {name: values for name, values in AXES.items() if name != "python_version"}
+    default_workers = int(COOKIECUTTER_JSON["worker_count"])
+    worker_counts = [default_workers, 1, default_workers + 1]
+    variants = []
+    for index, values in enumerate(itertools.product(*others.values())):
+        variant = {"python_version": versions[index % len(versions)]}
+        variant.update(zip(others, values, strict=True))
+        variant["worker_count"] = str(worker_counts[index // len(versions) % len(worker_counts)])
+        variants.append(variant)
+    return variants

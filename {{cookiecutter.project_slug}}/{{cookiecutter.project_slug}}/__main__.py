@@ -20,13 +20,15 @@ POLL_SECONDS = 0.2
 
 def describe(result: AsyncResult) -> str:
     """One short line for a task's current state."""
-    state = result.state
-    if state == "PROGRESS" and isinstance(result.info, dict):
-        return f"PROGRESS {result.info.get('current')}/{result.info.get('total')}"
+    # State and meta from one read of the backend: two reads may straddle a change.
+    meta = result.backend.get_task_meta(result.id)
+    state, info = meta["status"], meta["result"]
+    if state == "PROGRESS" and isinstance(info, dict):
+        return f"PROGRESS {info.get('current')}/{info.get('total')}"
     if state == "SUCCESS":
-        return f"SUCCESS  {result.result}"
+        return f"SUCCESS  {info}"
     if state == "FAILURE":
-        return f"FAILURE  {result.result!r}"
+        return f"FAILURE  {info!r}"
     return state
 
 
