@@ -10,8 +10,9 @@ import sys
 # Packages the rendered project imports, directly or through Celery. A package with
 # one of these names would shadow the real one.
 IMPORTED_PACKAGES = {
-    "amqp", "billiard", "celery", "click", "flower", "kombu", "psycopg",
-    "pytest", "redis", "sqlalchemy", "tests", "vine",
+    "amqp", "billiard", "celery", "click", "dateutil", "flower", "greenlet",
+    "humanize", "kombu", "prometheus_client", "psycopg", "pytest", "redis",
+    "sqlalchemy", "tests", "tornado", "typing_extensions", "tzdata", "vine",
 }
 SLUG_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 WORKER_COUNT_RANGE = range(1, 65)

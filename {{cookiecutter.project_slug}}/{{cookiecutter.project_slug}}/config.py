@@ -35,21 +35,48 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 # Each pool process reserves one message at a time: a long task does not hold back
 # messages that an idle worker could run now.
 worker_prefetch_multiplier = 1
+# Pool processes per worker; scale out with more worker replicas. Celery's default,
+# the host's CPU count, would multiply with the replicas on one host.
+worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY", "2"))
+
+# A task that runs past task_time_limit seconds is killed, so a hung task cannot
+# hold a pool process for ever; SoftTimeLimitExceeded is raised 5 s earlier so it
+# can clean up. Every other timeout follows from this one: the sample long_task
+# stays below it, and compose.yaml's stop_grace_period exceeds it.
+task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "70"))
+task_soft_time_limit = task_time_limit - 5
 
 # Report STARTED, so the app can tell "queued" from "running".
 task_track_started = True
+{%- if cookiecutter.broker == "redis" %}
+
+# Redis has no acknowledgements of its own: a message a worker took but did not
+# acknowledge (the worker was killed) goes back to the queue once it has been out
+# for visibility_timeout seconds. It must be longer than any task may run (and any
+# ETA/countdown), or a running task is delivered twice; shorter brings a lost
+# worker's tasks back sooner. The sweep that requeues them runs every 5 s.
+broker_transport_options = {
+    "visibility_timeout": int(
+        os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(task_time_limit + 5))
+    ),
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+}
+{%- endif %}
 
 # Keep trying to reach the broker at start-up: under Compose it may still be starting.
 broker_connection_retry_on_startup = True
 
-# Results are read soon after a task ends; a day keeps the backend small.
-result_expires = 24 * 60 * 60
 {%- if cookiecutter.result_backend == "postgresql" %}
 
-# Check pooled database connections before use, so a PostgreSQL restart does not
-# fail the next task's result write.
-database_engine_options = {"pool_pre_ping": True}
+# Results are read soon after a task ends; after a day they are deleted by the
+# celery.backend_cleanup task, which Beat sends daily at 04:00 (without Beat, call
+# it yourself: celery call celery.backend_cleanup).
+{%- else %}
+
+# Results are read soon after a task ends; Redis drops them after a day.
 {%- endif %}
+result_expires = 24 * 60 * 60
 {%- if cookiecutter.use_flower %}
 
 # Flower builds its views from task events.

@@ -10,7 +10,7 @@ import time
 
 from .celery import app
 
-# long_task refuses longer runs: compose.yaml's stop_grace_period must cover a task.
+# Below config.task_soft_time_limit, so that long_task always ends by itself.
 LONG_TASK_MAX_SECONDS = 60
 
 
