@@ -69,6 +69,12 @@ def pytest_sessionfinish(session):
     if before is None:
         return
     after = shared_server_inventory()
+    if after is None:
+        session.config.get_terminal_writer().line(
+            "ERROR: RabbitMQ or PostgreSQL stopped answering during the run", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
     leftovers = {kind: sorted(set(after[kind]) - set(before[kind])) for kind in before}
     leftovers = {kind: names for kind, names in leftovers.items() if names}
     if leftovers:
@@ -76,3 +82,18 @@ def pytest_sessionfinish(session):
             f"ERROR: the run left these behind on the shared servers: {leftovers}", red=True
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Figures that tests measured (record_property("figure", ...)), for the record; the
+    tests assert behaviour, never these numbers."""
+    figures = [
+        value
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in report.user_properties
+        if name == "figure"
+    ]
+    if figures:
+        terminalreporter.section("measured")
+        for figure in figures:
+            terminalreporter.line(figure)

@@ -77,9 +77,9 @@ class LocalProcess:
     """A process in its own process group, logging to a file."""
 
     def __init__(self, name: str, argv: list[str], env: dict, cwd: Path, log_path: Path):
-        self.name = name
-        self.log_path = log_path
-        with log_path.open("wb") as log:
+        self.name, self.argv, self.env, self.cwd, self.log_path = name, argv, env, cwd, log_path
+        # Appending keeps the log of an earlier process of the same name (a restart).
+        with log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 argv,
                 env=env,
@@ -93,16 +93,29 @@ class LocalProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace_seconds: float = 30) -> None:
-        """SIGTERM the whole process group (warm shutdown), SIGKILL it if it lingers."""
-        for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(wait)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)  # orphaned pool children
-                return
+    def stop(self, grace_seconds: float = 30) -> bool:
+        """Stop as `docker stop` does: SIGTERM to the main process (a warm shutdown for
+        Celery), then SIGKILL to everything left in its process group. True if the
+        process ended by itself within the grace period."""
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGTERM)
+        ended_by_itself = True
+        try:
+            self.popen.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            ended_by_itself = False
+        self.kill()
+        return ended_by_itself
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as the OOM killer or a lost node would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def restarted(self) -> "LocalProcess":
+        """The same command started again, as Compose's restart policy would."""
+        return LocalProcess(self.name, self.argv, self.env, self.cwd, self.log_path)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -274,8 +287,23 @@ class LocalStack:
         self._cleanup.callback(client.close)
         return client
 
+    def process(self, name: str) -> LocalProcess:
+        """The newest process started under this name."""
+        return next(p for p in reversed(self.processes) if p.name == name)
+
+    def restart(self, process: LocalProcess) -> LocalProcess:
+        """Start an ended process's command again, as Compose's restart policy would."""
+        replacement = process.restarted()
+        self.processes.append(replacement)
+        return replacement
+
     def logs(self) -> str:
         return "\n".join(process.log_tail() for process in self.processes)
+
+    def stop_workers(self) -> None:
+        for process in self.processes:
+            if process.name.startswith("worker"):
+                process.stop()
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

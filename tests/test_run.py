@@ -15,6 +15,7 @@ import urllib.request
 import kombu
 import pytest
 import redis
+from celery import Celery
 from localstack import LocalStack, free_port, make_venv
 from variants import run_variants, variant_id
 
@@ -67,13 +68,45 @@ def wait_for_workers(stack: LocalStack, timeout: float = 90) -> None:
         answered = {name for reply in replies for name in reply}
         if answered >= set(stack.worker_names):
             return
-        for process in stack.processes:
+        for name in stack.worker_names:
+            process = stack.process(name.split("@")[0])
             assert process.alive(), f"{process.name} exited\n{process.log_tail()}"
     raise AssertionError(f"workers {stack.worker_names} did not all answer; got {answered}")
 
 
 def task(stack: LocalStack, name: str) -> str:
     return f"{stack.project.name}.tasks.{name}"
+
+
+def wait_for_worker_log(stack: LocalStack, pattern: str) -> list[str]:
+    """Every match of `pattern` in the workers' logs, once there is at least one."""
+    regex = re.compile(pattern, re.MULTILINE)
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while True:
+        logs = [p.log_path.read_text() for p in stack.processes if p.name.startswith("worker")]
+        matches = [match for log in logs for match in regex.findall(log)]
+        if matches:
+            return matches
+        assert time.monotonic() < deadline, f"no worker logged {pattern!r}"
+        time.sleep(0.5)
+
+
+def pool_slots(stack: LocalStack) -> int:
+    """How many tasks all workers together run at once."""
+    stats = stack.celery.control.inspect(timeout=2).stats() or {}
+    return sum(worker["pool"]["max-concurrency"] for worker in stats.values())
+
+
+def wait_until_running(stack: LocalStack, worker: str, task_name: str) -> list[dict]:
+    """The worker's active tasks, once one of them is `task_name`."""
+    inspect = stack.celery.control.inspect(destination=[worker], timeout=2)
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while True:
+        active = (inspect.active() or {}).get(worker, [])
+        if any(entry["name"] == task_name for entry in active):
+            return active
+        assert time.monotonic() < deadline, f"{worker} never ran {task_name}"
+        time.sleep(0.2)
 
 
 def test_every_worker_answers_ping_under_its_own_name(stack):
@@ -85,19 +118,27 @@ def test_every_worker_answers_ping_under_its_own_name(stack):
 
 
 def test_broker_refuses_clients_without_the_generated_credentials(stack):
-    """The broker answers only to the credentials generated into .env."""
+    """The broker refuses a client without the password generated into .env, or with a
+    wrong one."""
     if "redis" in stack.addresses:
         host, port = stack.addresses["redis"]
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(host=host, port=port).set("probe", "1")
+        for password in (None, "wrong-password"):
+            client = redis.Redis(host=host, port=port, password=password)
+            try:
+                with pytest.raises(redis.AuthenticationError):
+                    client.set("probe", "1")
+            finally:
+                client.close()
     if "rabbitmq" in stack.addresses:
-        url = stack.environment("app")["CELERY_BROKER_URL"]
-        vhost = url.rsplit("/", 1)[1]
+        env = stack.services["rabbitmq"]["environment"]
+        user, vhost = env["RABBITMQ_DEFAULT_USER"], env["RABBITMQ_DEFAULT_VHOST"]
         host, port = stack.addresses["rabbitmq"]
-        wrong = kombu.Connection(f"amqp://{vhost}:wrong-password@{host}:{port}/{vhost}")
-        with pytest.raises(Exception, match=r"ACCESS_REFUSED|Login was refused"):
-            wrong.connect()
-        wrong.release()
+        wrong = kombu.Connection(f"amqp://{user}:wrong-password@{host}:{port}/{vhost}")
+        try:
+            with pytest.raises(Exception, match=r"ACCESS_REFUSED|Login was refused"):
+                wrong.connect()
+        finally:
+            wrong.release()
 
 
 def test_add_returns_the_sum(stack):
@@ -168,34 +209,12 @@ def test_app_command_runs_the_sample_tasks(stack):
     assert all("SUCCESS" in line for line in final_states), result.stdout
 
 
-def test_project_own_tests_pass(stack):
-    """The rendered project's test suite passes against the variant's broker and backend."""
-    result = subprocess.run(
-        [str(stack.venv / "bin" / "pytest"), "-q", "-p", "no:cacheprovider"],
-        cwd=stack.project,
-        env=stack.environment("worker"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-
-
 @pytest.mark.only_variants(use_beat=True)
 def test_beat_sends_its_schedule_and_a_worker_runs_it(stack):
     """Beat sends the scheduled add(20, 22); a worker runs it and 42 is in the backend."""
     stack.start("beat", "beat", BEAT_INTERVAL_SECONDS="1")
-    done = re.compile(
-        rf"Task {stack.project.name}\.tasks\.add\[([0-9a-f-]+)\] succeeded in \S+: 42$", re.M
-    )
-    deadline = time.monotonic() + RESULT_TIMEOUT
-    task_ids = []
-    while not task_ids and time.monotonic() < deadline:
-        logs = [p.log_path.read_text() for p in stack.processes if p.name.startswith("worker")]
-        task_ids = [match for log in logs for match in done.findall(log)]
-        time.sleep(0.5)
-    assert task_ids, "no worker ran the scheduled add(20, 22)"
+    name = re.escape(task(stack, "add"))
+    task_ids = wait_for_worker_log(stack, rf"Task {name}\[([0-9a-f-]+)\] succeeded in \S+: 42$")
     assert stack.celery.AsyncResult(task_ids[0]).get(timeout=RESULT_TIMEOUT) == 42
 
 
@@ -232,3 +251,108 @@ def test_flower_needs_the_generated_password_and_lists_the_workers(stack):
     status, body = get("/api/workers?refresh=1", authorized=True)
     assert status == 200
     assert set(json.loads(body)) >= set(stack.worker_names)
+
+
+def test_unknown_task_is_rejected_and_logged(stack):
+    """A message naming a task no worker has is logged and rejected, never run: the caller
+    sees FAILURE (NotRegistered) instead of waiting for ever."""
+    name = task(stack, "no_such_task")
+    result = stack.celery.send_task(name, args=(1,))
+    wait_for_worker_log(stack, rf"Received unregistered task of type '{re.escape(name)}'")
+    result.get(timeout=RESULT_TIMEOUT, propagate=False)
+    assert result.state == "FAILURE"
+    assert name in str(result.result)
+    test_every_worker_answers_ping_under_its_own_name(stack)
+
+
+class LeavesAMark:
+    """Unpickling this creates a file: proof that pickled content was executed."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickled_message_is_refused_and_never_run(stack, tmp_path):
+    """A message serialized with pickle is refused and logged; its payload never runs."""
+    mark = tmp_path / "pickle-was-loaded"
+    pickling = Celery("pickling-client", set_as_current=False)
+    pickling.conf.update(broker_url=stack.celery.conf.broker_url, task_serializer="pickle")
+    try:
+        pickling.send_task(task(stack, "add"), args=(LeavesAMark(mark), 1))
+    finally:
+        pickling.close()
+    wait_for_worker_log(stack, r"Refusing to deserialize untrusted content of type pickle")
+    assert not mark.exists()
+    test_every_worker_answers_ping_under_its_own_name(stack)
+
+
+# The fault tests stop and restart workers, so they come last in the module. They run on
+# one variant per broker x result_backend pair.
+FAULT_VARIANTS = pytest.mark.only_variants(use_flower=False, use_beat=False)
+
+
+@FAULT_VARIANTS
+def test_sigterm_lets_the_running_task_finish(stack):
+    """SIGTERM to a worker running long_task is a warm shutdown: the task finishes."""
+    victim_name = stack.worker_names[0]
+    victim = stack.process(victim_name.split("@")[0])
+    results = [
+        stack.celery.send_task(task(stack, "long_task"), args=(3,))
+        for _ in range(pool_slots(stack))
+    ]
+    wait_until_running(stack, victim_name, task(stack, "long_task"))
+    assert victim.stop(grace_seconds=30), "the worker did not stop within its grace period"
+    for result in results:
+        assert result.get(timeout=RESULT_TIMEOUT)["status"] == "worked for 3 s"
+    stack.restart(victim)
+    wait_for_workers(stack)
+
+
+@FAULT_VARIANTS
+def test_killed_worker_loses_no_task(stack, record_property):
+    """SIGKILL to one worker's whole process group with tasks in flight: every task still
+    completes with the right result, on a surviving or the restarted worker."""
+    victim_name = stack.worker_names[0]
+    victim = stack.process(victim_name.split("@")[0])
+    # Enough long tasks to keep every pool process busy, the victim's included, and
+    # 1,000 adds queued behind them.
+    longs = [
+        stack.celery.send_task(task(stack, "long_task"), args=(5,))
+        for _ in range(pool_slots(stack))
+    ]
+    adds = [stack.celery.send_task(task(stack, "add"), args=(n, n)) for n in range(1000)]
+    active = wait_until_running(stack, victim_name, task(stack, "long_task"))
+    killed_at = time.monotonic()
+    victim.kill()
+    stack.restart(victim)
+    for number, result in enumerate(adds):
+        assert result.get(timeout=3 * RESULT_TIMEOUT) == 2 * number
+    for result in longs:
+        assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == "worked for 5 s"
+    recovered_after = time.monotonic() - killed_at
+    wait_for_workers(stack)
+    record_property(
+        "figure",
+        f"{variant_id(stack.variant)}: SIGKILL to {victim_name} running {len(active)} "
+        f"of {len(longs)} long_tasks with 1000 adds queued; 0 lost; all results "
+        f"{recovered_after:.1f} s after the kill",
+    )
+
+
+def test_project_own_tests_pass(stack):
+    """The rendered project's test suite passes against the variant's broker and backend,
+    with its own in-process worker the only one consuming (so it comes last)."""
+    stack.stop_workers()
+    result = subprocess.run(
+        [str(stack.venv / "bin" / "pytest"), "-q", "-p", "no:cacheprovider"],
+        cwd=stack.project,
+        env=stack.environment("worker"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

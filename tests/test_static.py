@@ -107,7 +107,10 @@ def test_compose_services_follow_the_house_rules(bake, variant):
         for dependency in service.get("depends_on", {}).values():
             assert dependency["condition"] == "service_healthy", name
     assert services["worker"]["healthcheck"]["test"]
-    assert set(services["worker"]["depends_on"]) == infrastructure
+    # Start-up order: servers healthy, then workers healthy, then the app.
+    assert set(services["app"]["depends_on"]) == {"worker"}
+    for name in set(services) - infrastructure - {"app"}:
+        assert set(services[name]["depends_on"]) == infrastructure, name
     if "flower" in services:
         assert [port["host_ip"] for port in services["flower"]["ports"]] == ["127.0.0.1"]
 
@@ -121,7 +124,7 @@ def test_compose_refuses_to_start_without_secrets(bake, variant):
 
 
 def test_dockerfile_passes_hadolint(bake, variant):
-    """The Dockerfile builds from the chosen Python and is clean under hadolint (warnings)."""
+    """The Dockerfile starts from the chosen Python and is clean under hadolint (warnings)."""
     project = bake(variant)
     dockerfile = (project / "Dockerfile").read_text(encoding="utf-8")
     assert f"FROM python:{variant['python_version']}-slim" in dockerfile
