@@ -306,8 +306,16 @@ class LocalStack:
                 process.stop()
 
     def stop_all(self) -> None:
+        """Stop every process, newest first, even when stopping one is interrupted."""
+        interrupted: BaseException | None = None
         for process in reversed(self.processes):
-            process.stop()
+            try:
+                process.stop()
+            except BaseException as error:  # Ctrl-C during a grace period, for one
+                interrupted = interrupted or error
+                process.kill()
+        if interrupted:
+            raise interrupted
 
     def _wait_for(self, probe, what: str, process: LocalProcess) -> None:
         deadline = time.monotonic() + STARTUP_SECONDS
