@@ -175,12 +175,25 @@ class LocalStack:
         program, *args = self.services["redis"]["command"]
         local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--logfile", ""]
         command = [shutil.which(program) or program, *args, *local]
-        self.processes.append(LocalProcess("redis", command, {}, data, self.workdir / "redis.log"))
+        process = LocalProcess("redis", command, {}, data, self.workdir / "redis.log")
+        self.processes.append(process)
+        self._wait_for_redis(process, port)
+        return ("127.0.0.1", port)
+
+    def _wait_for_redis(self, process: LocalProcess, port: int) -> None:
         password = self.services["redis"]["environment"]["REDISCLI_AUTH"]
         client = redis.Redis(port=port, password=password)
-        self._wait_for(lambda: client.ping(), "redis-server to answer", self.processes[-1])
-        client.close()
-        return ("127.0.0.1", port)
+        try:
+            self._wait_for(client.ping, "redis-server to answer", process)
+        finally:
+            client.close()
+
+    def restart_redis(self) -> None:
+        """Stop redis-server as `docker restart` would (SIGTERM: it writes its append-only
+        file and exits), then start it again with the same command, port and data."""
+        old = self.process("redis")
+        assert old.stop(), f"redis-server did not stop by itself\n{old.log_tail()}"
+        self._wait_for_redis(self.restart(old), self.addresses["redis"][1])
 
     def _provision_rabbitmq(self) -> tuple[str, int]:
         env = self.services["rabbitmq"]["environment"]

@@ -29,9 +29,14 @@ accept_content = ["json"]
 task_acks_late = True
 # ... and reject (requeue) it too when the pool process running it is killed.
 task_reject_on_worker_lost = True
-# With late acks, on a lost broker connection the message is redelivered anyway,
-# so stop the running copy instead of finishing a duplicate.
-worker_cancel_long_running_tasks_on_connection_loss = True
+# When the broker connection drops, let running tasks finish: the caller gets their
+# result. Cancelling them (Celery's planned default) records REVOKED, and a caller
+# waiting on the result fails although the message comes back and runs again.
+# Either way the redelivered copy runs once more: at least once.
+worker_cancel_long_running_tasks_on_connection_loss = False
+# Keep retrying a result write while the backend restarts, instead of failing a
+# task that has already done its work.
+result_backend_always_retry = True
 # Each pool process reserves one message at a time: a long task does not hold back
 # messages that an idle worker could run now.
 worker_prefetch_multiplier = 1
