@@ -188,13 +188,6 @@ class LocalStack:
         finally:
             client.close()
 
-    def restart_redis(self) -> None:
-        """Stop redis-server as `docker restart` would (SIGTERM: it writes its append-only
-        file and exits), then start it again with the same command, port and data."""
-        old = self.process("redis")
-        assert old.stop(), f"redis-server did not stop by itself\n{old.log_tail()}"
-        self._wait_for_redis(self.restart(old), self.addresses["redis"][1])
-
     def _provision_rabbitmq(self) -> tuple[str, int]:
         env = self.services["rabbitmq"]["environment"]
         user, vhost = env["RABBITMQ_DEFAULT_USER"], env["RABBITMQ_DEFAULT_VHOST"]

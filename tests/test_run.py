@@ -8,7 +8,6 @@ import base64
 import json
 import re
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -326,50 +325,6 @@ def test_sigterm_lets_the_running_task_finish(stack):
     for result in results:
         assert result.get(timeout=RESULT_TIMEOUT)["status"] == "worked for 3 s"
     stack.restart(victim)
-    wait_for_workers(stack)
-
-
-@pytest.mark.only_variants(use_flower=False, use_beat=False, broker="redis")
-def test_redis_restart_loses_no_task(stack, record_property):
-    """Redis restarted between two batches of tasks: the client reconnects by itself, and
-    every task of both batches returns its result. Workers run under Compose's restart
-    policy (restart: unless-stopped), emulated here: one that exits is started again,
-    and the figure says how often that happened."""
-    restarts = []
-    stop_policy = threading.Event()
-
-    def restart_policy():
-        while not stop_policy.wait(0.5):
-            for name in stack.worker_names:
-                process = stack.process(name.split("@")[0])
-                if not process.alive():
-                    restarts.append(f"{process.name} (exit {process.popen.returncode})")
-                    stack.restart(process)
-
-    policy = threading.Thread(target=restart_policy, daemon=True)
-    policy.start()
-    try:
-        before = [stack.celery.send_task(task(stack, "add"), args=(n, 1)) for n in range(500)]
-        restarted_at = time.monotonic()
-        stack.restart_redis()
-        after = [stack.celery.send_task(task(stack, "add"), args=(n, 2)) for n in range(500)]
-        # A crashed worker's messages come back after the visibility timeout, or after
-        # kombu's restore lock (unacked_mutex_expire, 300 s) if it died holding it.
-        deadline = time.monotonic() + 400
-        for offset, batch in ((1, before), (2, after)):
-            for number, result in enumerate(batch):
-                remaining = max(deadline - time.monotonic(), 1)
-                assert result.get(timeout=remaining) == number + offset
-        recovered_after = time.monotonic() - restarted_at
-    finally:
-        stop_policy.set()
-        policy.join()
-    record_property(
-        "figure",
-        f"{variant_id(stack.variant)}: Redis restarted with 500 adds sent before and 500 "
-        f"after; 0 lost; all results {recovered_after:.1f} s after the restart; workers "
-        f"restarted by the restart policy: {', '.join(restarts) or 'none'}",
-    )
     wait_for_workers(stack)
 
 
