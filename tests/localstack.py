@@ -127,6 +127,9 @@ class LocalProcess:
 class LocalStack:
     """The project's services on localhost; use as a context manager."""
 
+    # .env settings overridden per stack, as a user may do from the shell.
+    ISOLATED_SETTINGS = ("RABBITMQ_USER", "RABBITMQ_VHOST", "POSTGRES_USER", "POSTGRES_DB")
+
     def __init__(self, project: Path, venv: Path, workdir: Path):
         self.project = project
         self.venv = venv
@@ -139,9 +142,6 @@ class LocalStack:
         self.model = compose_model(project, env=self.isolation)
         self.services = self.model["services"]
         self.addresses: dict[str, tuple[str, int]] = {}
-
-    # .env settings overridden per stack, as a user may do from the shell.
-    ISOLATED_SETTINGS = ("RABBITMQ_USER", "RABBITMQ_VHOST", "POSTGRES_USER", "POSTGRES_DB")
 
     def __enter__(self) -> "LocalStack":
         try:
@@ -177,16 +177,13 @@ class LocalStack:
         command = [shutil.which(program) or program, *args, *local]
         process = LocalProcess("redis", command, {}, data, self.workdir / "redis.log")
         self.processes.append(process)
-        self._wait_for_redis(process, port)
-        return ("127.0.0.1", port)
-
-    def _wait_for_redis(self, process: LocalProcess, port: int) -> None:
         password = self.services["redis"]["environment"]["REDISCLI_AUTH"]
         client = redis.Redis(port=port, password=password)
         try:
             self._wait_for(client.ping, "redis-server to answer", process)
         finally:
             client.close()
+        return ("127.0.0.1", port)
 
     def _provision_rabbitmq(self) -> tuple[str, int]:
         env = self.services["rabbitmq"]["environment"]
