@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import kombu
 import psycopg
 import redis
 from celery import Celery
@@ -38,6 +39,8 @@ POSTGRES_ADMIN = os.environ.get(
     f"host=127.0.0.1 port={POSTGRES_ADDRESS[1]} user=postgres dbname=postgres",
 )
 STARTUP_SECONDS = 90
+# The server itself, not Debian's /usr/sbin wrapper, which runs it as the rabbitmq user.
+RABBITMQ_SERVER = os.environ.get("TEST_RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server")
 
 
 def free_port() -> int:
@@ -130,7 +133,10 @@ class LocalStack:
     # .env settings overridden per stack, as a user may do from the shell.
     ISOLATED_SETTINGS = ("RABBITMQ_USER", "RABBITMQ_VHOST", "POSTGRES_USER", "POSTGRES_DB")
 
-    def __init__(self, project: Path, venv: Path, workdir: Path):
+    def __init__(self, project: Path, venv: Path, workdir: Path, own_rabbitmq: bool = False):
+        """own_rabbitmq: a RabbitMQ node of the stack's own, which a test may restart,
+        instead of a vhost on the shared server."""
+        self.own_rabbitmq = own_rabbitmq
         self.project = project
         self.venv = venv
         self.workdir = workdir
@@ -148,7 +154,9 @@ class LocalStack:
             if "redis" in self.services:
                 self.addresses["redis"] = self._start_redis()
             if "rabbitmq" in self.services:
-                self.addresses["rabbitmq"] = self._provision_rabbitmq()
+                self.addresses["rabbitmq"] = (
+                    self._start_rabbitmq() if self.own_rabbitmq else self._provision_rabbitmq()
+                )
             if "postgres" in self.services:
                 self.addresses["postgres"] = self._provision_postgres()
         except BaseException:
@@ -195,6 +203,68 @@ class LocalStack:
         rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
         return RABBITMQ_ADDRESS
 
+    def _start_rabbitmq(self) -> tuple[str, int]:
+        """A RabbitMQ node configured by the rabbitmq service's environment (its user,
+        password, vhost and server arguments), on free ports, with its data, Erlang
+        cookie and config in the stack's directory."""
+        port = free_port()
+        base = self.workdir / "rabbitmq"
+        (base / "home").mkdir(parents=True)
+        (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{port}\n")
+        (base / "rabbitmq-env.conf").write_text("")
+        (base / "enabled_plugins").write_text("[].\n")
+        env = {
+            **self.services["rabbitmq"]["environment"],
+            "PATH": os.environ["PATH"],
+            "HOME": str(base / "home"),
+            "RABBITMQ_NODENAME": f"{self.isolation['RABBITMQ_VHOST']}@localhost",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+        }
+        process = LocalProcess(
+            "rabbitmq", [RABBITMQ_SERVER], env, base, self.workdir / "rabbitmq.log"
+        )
+        self.processes.append(process)
+        self.wait_for_rabbitmq(process, port)
+        return ("127.0.0.1", port)
+
+    def wait_for_rabbitmq(self, process: "LocalProcess", port: int | None = None) -> None:
+        """Wait until the stack's own RabbitMQ node takes logins of the service's user."""
+        env = self.services["rabbitmq"]["environment"]
+        port = port or self.addresses["rabbitmq"][1]
+        url = (
+            f"amqp://{env['RABBITMQ_DEFAULT_USER']}:{env['RABBITMQ_DEFAULT_PASS']}@127.0.0.1:{port}"
+        )
+
+        def logs_in() -> bool:
+            with kombu.Connection(f"{url}/{env['RABBITMQ_DEFAULT_VHOST']}", connect_timeout=2) as c:
+                c.connect()
+            return True
+
+        self._wait_for(logs_in, "RabbitMQ to take logins", process)
+
+    def rabbitmq_node(self, *args: str) -> str:
+        """rabbitmqctl on the stack's own node."""
+        process = self.process("rabbitmq")
+        env = {"PATH": os.environ["PATH"], "HOME": process.env["HOME"]}
+        ctl = Path(RABBITMQ_SERVER).with_name("rabbitmqctl")
+        result = subprocess.run(
+            [str(ctl), "--silent", "-n", process.env["RABBITMQ_NODENAME"], *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"rabbitmqctl {args[0]}: {result.stderr}"
+        return result.stdout
+
     def _provision_postgres(self) -> tuple[str, int]:
         env = self.services["postgres"]["environment"]
         role, database = sql.Identifier(env["POSTGRES_USER"]), sql.Identifier(env["POSTGRES_DB"])
@@ -236,9 +306,10 @@ class LocalStack:
         netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
         return urlunsplit(url._replace(netloc=netloc))
 
-    def command(self, service: str) -> list[str]:
-        """The service's command, its program taken from the project's virtual environment."""
-        program, *args = self.services[service]["command"]
+    def command(self, service: str, argv: tuple[str, ...] = ()) -> list[str]:
+        """The service's command (or `argv` instead), its program taken from the project's
+        virtual environment."""
+        program, *args = argv or self.services[service]["command"]
         installed = self.venv / "bin" / program
         assert installed.exists(), f"{service}: {program} is not installed in {self.venv}"
         return [str(installed), *args]
@@ -264,10 +335,13 @@ class LocalStack:
             names.append(f"{name}@{socket.gethostname()}")
         return names
 
-    def run(self, service: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
-        """Run a one-shot service (such as app) to the end."""
+    def run(
+        self, service: str, *argv: str, timeout: float, **env: str
+    ) -> subprocess.CompletedProcess:
+        """Run a one-shot service (such as app) to the end, like `docker compose run --rm
+        SERVICE [ARGV]`: its own command, or `argv` in its environment."""
         return subprocess.run(
-            self.command(service),
+            self.command(service, argv),
             env=self.environment(service, **env),
             cwd=self.workdir,
             capture_output=True,

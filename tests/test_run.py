@@ -84,7 +84,9 @@ def wait_for_worker_log(stack: LocalStack, pattern: str) -> list[str]:
     regex = re.compile(pattern, re.MULTILINE)
     deadline = time.monotonic() + RESULT_TIMEOUT
     while True:
-        logs = [p.log_path.read_text() for p in stack.processes if p.name.startswith("worker")]
+        # A restarted worker appends to the log of the process it replaced.
+        paths = {p.log_path for p in stack.processes if p.name.startswith("worker")}
+        logs = [path.read_text() for path in paths]
         matches = [match for log in logs for match in regex.findall(log)]
         if matches:
             return matches
@@ -100,7 +102,8 @@ def pool_slots(stack: LocalStack) -> int:
 
 def wait_until_running(stack: LocalStack, worker: str, task_name: str) -> list[dict]:
     """The worker's active tasks, once one of them is `task_name`."""
-    inspect = stack.celery.control.inspect(destination=[worker], timeout=2)
+    # A generous reply timeout: a busy machine can take seconds to answer.
+    inspect = stack.celery.control.inspect(destination=[worker], timeout=5)
     deadline = time.monotonic() + RESULT_TIMEOUT
     while True:
         active = (inspect.active() or {}).get(worker, [])
@@ -265,15 +268,71 @@ def test_flower_needs_the_generated_password_and_lists_the_workers(stack):
     assert set(json.loads(body)) >= set(stack.worker_names)
 
 
-def test_unknown_task_is_rejected_and_logged(stack):
-    """A message naming a task no worker has is logged and rejected, never run: the caller
-    sees FAILURE (NotRegistered) instead of waiting for ever."""
+def dead_letters(stack: LocalStack, *argv: str) -> list[str]:
+    """The lines of `python -m <slug>.deadletters ARGV`, run as the README says: in the
+    app service's environment."""
+    module = f"{stack.project.name}.deadletters"
+    result = stack.run("app", "python", "-m", module, *argv, timeout=RESULT_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def dead_letter_of(stack: LocalStack, task_id: str) -> str:
+    """The dead-letter queue's one line for a task id, once it is there (the worker
+    dead-letters a message just after it stored the task's result)."""
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while not (lines := [line for line in dead_letters(stack, "list") if task_id in line]):
+        assert time.monotonic() < deadline, f"{task_id} never reached the dead-letter queue"
+        time.sleep(0.5)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_transient_error_is_retried_with_backoff_then_succeeds(stack):
+    """A task that fails twice with an error it retries succeeds on its third try; each
+    wait is a random backoff no longer than 1 s, then 2 s."""
+    result = stack.celery.send_task(task(stack, "flaky"), args=(2,))
+    assert result.get(timeout=RESULT_TIMEOUT) == {"tries": 3}
+    waits = wait_for_worker_log(stack, rf"flaky\[{result.id}\] retry: Retry in ([0-9.]+)s")
+    assert len(waits) == 2
+    assert all(float(wait) <= 2**n for n, wait in enumerate(waits))
+    assert not any(result.id in line for line in dead_letters(stack, "list"))
+
+
+def test_failed_task_is_dead_lettered_with_its_reason_and_replays(stack):
+    """A task that fails for good (retries used up, or bad input) lands in the dead-letter
+    queue with the reason; replay sends it back to run again with all its retries."""
+    keeps_failing = stack.celery.send_task(task(stack, "flaky"), args=(10,))
+    bad_input = stack.celery.send_task(task(stack, "add"), args=("a", 1))
+    for result in (keeps_failing, bad_input):
+        result.get(timeout=RESULT_TIMEOUT, propagate=False)
+        assert result.state == "FAILURE"
+    assert dead_letter_of(stack, keeps_failing.id).endswith(
+        "replays=0  TransientError: flaky: try 4 failed on purpose (10 to fail)"
+    )
+    assert dead_letter_of(stack, bad_input.id).endswith(
+        "replays=0  TypeError: add: x must be a number, got 'a'"
+    )
+
+    before = dead_letter_of(stack, keeps_failing.id)
+    assert dead_letters(stack, "replay", keeps_failing.id) == [before]
+    # Back in its queue it runs again, from its first try, and fails for good again.
+    assert dead_letter_of(stack, keeps_failing.id).endswith(
+        "replays=1  TransientError: flaky: try 4 failed on purpose (10 to fail)"
+    )
+    assert dead_letter_of(stack, bad_input.id)
+
+
+def test_unknown_task_is_rejected_and_dead_lettered(stack):
+    """A message naming a task no worker has is logged and dead-lettered, never run: the
+    caller sees FAILURE (NotRegistered) instead of waiting for ever."""
     name = task(stack, "no_such_task")
     result = stack.celery.send_task(name, args=(1,))
     wait_for_worker_log(stack, rf"Received unregistered task of type '{re.escape(name)}'")
     result.get(timeout=RESULT_TIMEOUT, propagate=False)
     assert result.state == "FAILURE"
     assert name in str(result.result)
+    assert dead_letter_of(stack, result.id).endswith(f"unknown task: '{name}'")
     test_every_worker_answers_ping_under_its_own_name(stack)
 
 
@@ -288,15 +347,18 @@ class LeavesAMark:
 
 
 def test_pickled_message_is_refused_and_never_run(stack, tmp_path):
-    """A message serialized with pickle is refused and logged; its payload never runs."""
+    """A message serialized with pickle is refused, logged and dead-lettered; its payload
+    never runs."""
     mark = tmp_path / "pickle-was-loaded"
     pickling = Celery("pickling-client", set_as_current=False)
     pickling.conf.update(broker_url=stack.celery.conf.broker_url, task_serializer="pickle")
     try:
-        pickling.send_task(task(stack, "add"), args=(LeavesAMark(mark), 1))
+        sent = pickling.send_task(task(stack, "add"), args=(LeavesAMark(mark), 1))
     finally:
         pickling.close()
     wait_for_worker_log(stack, r"Refusing to deserialize untrusted content of type pickle")
+    assert not mark.exists()
+    assert "Refusing to deserialize untrusted content" in dead_letter_of(stack, sent.id)
     assert not mark.exists()
     test_every_worker_answers_ping_under_its_own_name(stack)
 
@@ -351,6 +413,70 @@ def test_killed_worker_loses_no_task(stack, record_property):
         f"{variant_id(stack.variant)}: SIGKILL to {victim_name} running {len(active)} "
         f"of {len(longs)} long_tasks with 1000 adds queued; 0 lost; all results "
         f"{recovered_after:.1f} s after the kill",
+    )
+
+
+# Sends add(n, n) for n = 0, 1, 2 ... for argv[1] seconds, through the project's own app
+# and settings, and prints each task's id and n once the send has returned.
+SENDER = """
+import sys, time
+from {slug}.tasks import add
+deadline = time.monotonic() + float(sys.argv[1])
+number = 0
+while time.monotonic() < deadline:
+    print(add.delay(number, number).id, number, flush=True)
+    number += 1
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.only_variants(broker="rabbitmq", use_flower=False, use_beat=False)
+def test_rabbitmq_restart_loses_no_task(stack, tmp_path, record_property):
+    """RabbitMQ stopped and started again amid a stream of tasks, with long_tasks running:
+    workers and the sending app reconnect on their own, and every task completes."""
+    with LocalStack(stack.project, stack.venv, tmp_path, own_rabbitmq=True) as own:
+        own.worker_names = own.start_workers()
+        own.celery = own.client()
+        wait_for_workers(own)
+        # compose.yaml's server arguments reached the server.
+        erl_args = own.services["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+        timeout = erl_args.split("consumer_timeout")[1].split()[0]
+        setting = own.rabbitmq_node("eval", "application:get_env(rabbit, consumer_timeout).")
+        assert setting.strip() == f"{{ok,{timeout}}}"
+
+        longs = [
+            own.celery.send_task(task(own, "long_task"), args=(5,)) for _ in range(pool_slots(own))
+        ]
+        sender = subprocess.Popen(
+            own.command("app", ("python", "-c", SENDER.format(slug=own.project.name), "20")),
+            env=own.environment("app"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until_running(own, own.worker_names[0], task(own, "long_task"))
+        time.sleep(2)
+        stopped_at = time.monotonic()
+        assert own.process("rabbitmq").stop(grace_seconds=60), "RabbitMQ did not stop cleanly"
+        own.wait_for_rabbitmq(own.restart(own.process("rabbitmq")))
+        down_for = time.monotonic() - stopped_at
+
+        out, err = sender.communicate(timeout=180)
+        assert sender.returncode == 0, err[-3000:]
+        sent = [line.split() for line in out.splitlines()]
+        for task_id, number in sent:
+            assert own.celery.AsyncResult(task_id).get(timeout=3 * RESULT_TIMEOUT) == 2 * int(
+                number
+            )
+        for result in longs:
+            assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == "worked for 5 s"
+        drained_after = time.monotonic() - stopped_at
+        own.stop_workers()
+    record_property(
+        "figure",
+        f"{variant_id(stack.variant)}: RabbitMQ stopped and restarted ({down_for:.1f} s down) "
+        f"with {len(longs)} long_tasks running and {len(sent)} adds sent over 20 s; 0 lost; "
+        f"all results {drained_after:.1f} s after the stop",
     )
 
 

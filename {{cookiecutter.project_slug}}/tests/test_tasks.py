@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from {{ cookiecutter.project_slug }}.tasks import add, long_task, process_data
+from {{ cookiecutter.project_slug }} import deadletters
+from {{ cookiecutter.project_slug }}.tasks import TransientError, add, flaky, long_task, process_data
 
 TIMEOUT = 60
 
@@ -55,3 +56,25 @@ def test_long_task_reports_progress(worker):
     assert result.get(timeout=TIMEOUT) == {"current": 3, "total": 3, "status": "worked for 3 s"}
     assert len(seen) >= 2
     assert all(total == 3 for _, total in seen)
+
+
+def test_flaky_is_retried_until_it_succeeds(worker):
+    """A task that fails with TransientError is retried, with backoff, and then succeeds."""
+    assert flaky.delay(2).get(timeout=TIMEOUT) == {"tries": 3}
+
+
+def test_task_failing_for_good_is_dead_lettered_and_replayed(worker, capsys):
+    """A task that still fails after its retries is listed in the dead-letter queue with the
+    reason, and replay sends it back to run again."""
+    result = flaky.delay(10)
+    with pytest.raises(TransientError):
+        result.get(timeout=TIMEOUT)
+    assert deadletters.main(["list", result.id]) == 0
+    assert "replays=0  TransientError: flaky: try 4 failed" in capsys.readouterr().out
+    assert deadletters.main(["replay", result.id]) == 0
+    capsys.readouterr()
+    deadline = time.monotonic() + TIMEOUT
+    while deadletters.main(["list", result.id]) != 0:
+        assert time.monotonic() < deadline, "the replayed task did not fail for good again"
+        time.sleep(0.5)
+    assert "replays=1  TransientError" in capsys.readouterr().out

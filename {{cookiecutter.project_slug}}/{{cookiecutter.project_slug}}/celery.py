@@ -1,7 +1,29 @@
 """The Celery application, laid out like Celery's own examples/next-steps/proj."""
 
 from celery import Celery
+from celery import Task as CeleryTask
 
-app = Celery("{{ cookiecutter.project_slug }}", include=["{{ cookiecutter.project_slug }}.tasks"])
+
+class Task(CeleryTask):
+    """The base of every task here: how a failing task is retried, then dead-lettered."""
+
+    # A task that names errors in autoretry_for is tried again up to max_retries
+    # times, each after a random wait between 0 and 1, 2, 4 ... seconds (exponential
+    # backoff with full jitter, so that many failing tasks do not retry in step),
+    # capped at retry_backoff_max. config.py sizes Redis's visibility timeout with it.
+    retry_backoff = True
+    retry_backoff_max = 10
+    retry_jitter = True
+    max_retries = 3
+    # After that, or on an error it does not retry, the message goes to the
+    # dead-letter queue (deadletters.py).
+    Request = "{{ cookiecutter.project_slug }}.deadletters:DeadLetteringRequest"
+
+
+app = Celery(
+    "{{ cookiecutter.project_slug }}",
+    task_cls=Task,
+    include=["{{ cookiecutter.project_slug }}.tasks"],
+)
 # All settings, each with its reason, live in config.py.
 app.config_from_object("{{ cookiecutter.project_slug }}.config")

@@ -5,6 +5,10 @@ every other setting is a choice made here, with its reason beside it.
 """
 
 import os
+{%- if cookiecutter.broker == "redis" %}
+
+from .celery import Task
+{%- endif %}
 
 
 def _required(name: str) -> str:
@@ -53,24 +57,45 @@ task_soft_time_limit = task_time_limit - 5
 
 # Report STARTED, so the app can tell "queued" from "running".
 task_track_started = True
+
+# The worker's consumer dead-letters messages it cannot run (pickle, unknown task
+# names) instead of only logging and dropping them; see deadletters.py.
+worker_consumer = "{{ cookiecutter.project_slug }}.deadletters:Consumer"
 {%- if cookiecutter.broker == "redis" %}
 
 # Redis has no acknowledgements of its own: a message a worker took but did not
 # acknowledge (the worker was killed) goes back to the queue once it has been out
-# for visibility_timeout seconds. It must be longer than any task may run (and any
-# ETA/countdown), or a running task is delivered twice; shorter brings a lost
-# worker's tasks back sooner. The sweep that requeues them runs every 5 s.
+# for visibility_timeout seconds. It must be longer than a worker may hold a message:
+# the longest retry wait plus the time limit (and any ETA/countdown you add), or a
+# running task is delivered twice; shorter brings a lost worker's tasks back
+# sooner. The sweep that requeues them runs every 5 s.
 broker_transport_options = {
     "visibility_timeout": int(
-        os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(task_time_limit + 5))
+        os.environ.get(
+            "CELERY_VISIBILITY_TIMEOUT", str(Task.retry_backoff_max + task_time_limit + 5)
+        )
     ),
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
 }
+{%- else %}
+
+# A send returns only once RabbitMQ has taken the message (publisher confirms): a
+# broker that stops right after cannot lose a task its caller believes was sent.
+broker_transport_options = {"confirm_publish": True}
 {%- endif %}
 
 # Keep trying to reach the broker at start-up: under Compose it may still be starting.
 broker_connection_retry_on_startup = True
+# Keep trying to send a task while the broker restarts, for about a minute, instead
+# of failing after 4 s (reconnecting) or three quick tries (sending again).
+broker_transport_options["connect_retries_timeout"] = 60
+task_publish_retry_policy = {
+    "max_retries": 30,
+    "interval_start": 0,
+    "interval_step": 1,
+    "interval_max": 2,
+}
 
 {%- if cookiecutter.result_backend == "postgresql" %}
 

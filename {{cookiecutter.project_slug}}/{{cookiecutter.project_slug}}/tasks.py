@@ -44,6 +44,26 @@ def long_task(self, seconds: int = 10) -> dict:
     return {"current": seconds, "total": seconds, "status": f"worked for {seconds} s"}
 
 
+class TransientError(Exception):
+    """A failure that may pass if tried again: a service briefly down, a timeout."""
+
+
+@app.task(bind=True, autoretry_for=(TransientError,))
+def flaky(self, failures: int = 2) -> dict:
+    """Fail with TransientError on the first `failures` tries, then succeed.
+
+    It stands in for a call to a service that is briefly down: the base Task class
+    (celery.py) retries it with backoff; a task that still fails after max_retries
+    ends in the dead-letter queue.
+    """
+    if not (isinstance(failures, int) and not isinstance(failures, bool)) or failures < 0:
+        raise ValueError(f"flaky: failures must be a whole number from 0 up, got {failures!r}")
+    tries = self.request.retries + 1
+    if tries <= failures:
+        raise TransientError(f"flaky: try {tries} failed on purpose ({failures} to fail)")
+    return {"tries": tries}
+
+
 @app.task
 def process_data(numbers: list) -> dict:
     """Return count, sum, mean, min and max of a non-empty list of numbers."""
