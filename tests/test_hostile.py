@@ -274,3 +274,14 @@ def test_command_line_answers_are_literal(tmp_path):
     pyproject = tomllib.loads((tmp_path / "celery_service" / "pyproject.toml").read_text())
     assert pyproject["project"]["description"] == "{{ 7*7 }}"
     assert pyproject["project"]["authors"] == [{"name": "{% raw %}x{% endraw %}"}]
+
+
+def test_default_slug_is_made_from_the_literal_project_name(bake_answers):
+    """The default package name is slugified from the project name as written: Jinja in
+    the name is not rendered first, while cookiecutter.json's own Jinja still is."""
+    output_dir, error = bake_answers(project_name="Mail {{ cookiecutter.broker }} Sender")
+    assert error is None, repr(error)
+    [project] = output_dir.iterdir()
+    # Rendered, the name would have given mail_redis_sender.
+    assert project.name == "mail_cookiecutter_broker_sender"
+    assert (project / "mail_cookiecutter_broker_sender" / "tasks.py").is_file()
