@@ -1,8 +1,17 @@
 """Jinja helpers for the template, loaded through `_extensions` in cookiecutter.json."""
 
 import json
+import sys
+from pathlib import Path
 
+import cookiecutter.prompt
 from jinja2.ext import Extension
+
+# The template's own strings per cookiecutter.json key: defaults such as project_slug's
+# "{{ cookiecutter.project_name | slugify(...) }}" are Jinja and must render.
+_TEMPLATE_CONTEXT = json.loads(
+    Path(__file__).with_name("cookiecutter.json").read_text(encoding="utf-8")
+)
 
 
 class InvalidAnswer(ValueError):
@@ -22,8 +31,58 @@ def toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
+def python_string(value: str) -> str:
+    """Quote free text as a Python string literal that reads back unchanged."""
+    # Not tojson: JSON writes an emoji as two \\u surrogate escapes, which Python reads
+    # back as two lone surrogates instead of the emoji.
+    return repr(value)
+
+
+def _strings(value) -> set[str]:
+    """Every string in a cookiecutter.json value, nested ones included."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return {s for k, v in value.items() for s in _strings(k) | _strings(v)}
+    if isinstance(value, list):
+        return {s for item in value for s in _strings(item)}
+    return set()
+
+
+def _key_being_prompted() -> str | None:
+    """The cookiecutter.json key whose value cookiecutter is rendering, or None when the
+    source is not a prompt value (a file, a path, a hook)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is cookiecutter.prompt.prompt_for_config.__code__:
+            return frame.f_locals.get("key")
+        frame = frame.f_back
+    return None
+
+
+def _jinja_literal(text: str) -> str:
+    """Jinja source that renders as text, whatever text contains."""
+    # Jinja reads a string literal with Python's unicode-escape codec, so text encoded
+    # with that codec comes back exactly: all ASCII, no line break for the lexer to
+    # normalize, and no "{%", "%}" or "}}" that could end the expression early.
+    escaped = text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return '{{ "' + escaped + '" }}'
+
+
 class TemplateExtension(Extension):
     def __init__(self, environment):
         super().__init__(environment)
         environment.globals["fail"] = fail
         environment.filters["toml_string"] = toml_string
+        environment.filters["python_string"] = python_string
+
+    def preprocess(self, source, name, filename=None):
+        """Keep answers literal: cookiecutter renders every prompt value as Jinja, answers
+        given on the command line or as extra_context included, so `{{ 7*7 }}` would
+        become 49. Only the template's own values in cookiecutter.json are Jinja."""
+        if name is not None:
+            return source  # a template file, read through the loader
+        key = _key_being_prompted()
+        if key is None or source in _strings(_TEMPLATE_CONTEXT.get(key)):
+            return source
+        return _jinja_literal(source)

@@ -6,6 +6,7 @@ Each refusal is one line on stderr: the field, the value given, what is allowed.
 import keyword
 import re
 import sys
+import unicodedata
 
 # Packages the rendered project imports, directly or through Celery. A package with
 # one of these names would shadow the real one.
@@ -28,6 +29,28 @@ def slug_problem(slug: str) -> str | None:
     return None
 
 
+def control_characters(text: str) -> set[str]:
+    # Cc: ASCII and C1 controls (NUL, ESC, DEL, line feeds); Zl, Zp: Unicode line and
+    # paragraph separators.
+    return {char for char in text if unicodedata.category(char) in ("Cc", "Zl", "Zp")}
+
+
+def line_problem(text: str) -> str | None:
+    # A title or an author is one line: a line break would end a Markdown heading or the
+    # Author field of the wheel's metadata early, and hatchling refuses an empty author.
+    if not text.strip() or control_characters(text):
+        return "one line of text, not blank, without control characters"
+    return None
+
+
+def description_problem(text: str) -> str | None:
+    # Line breaks and tabs are text; other control characters (NUL, ESC) would land raw in
+    # README.md, where git takes the file for binary or a terminal runs them.
+    if control_characters(text) - set("\t\n\r\u2028\u2029"):
+        return "text without control characters other than tabs and line breaks"
+    return None
+
+
 def worker_count_problem(text: str) -> str | None:
     if not (text.isascii() and text.isdigit()) or int(text) not in WORKER_COUNT_RANGE:
         return f"a whole number from {WORKER_COUNT_RANGE.start} to {WORKER_COUNT_RANGE.stop - 1}"
@@ -36,6 +59,10 @@ def worker_count_problem(text: str) -> str | None:
 
 def main() -> int:
     answers = {
+        # Free text comes through python_string, not tojson, so that emoji arrive whole.
+        "project_name": ({{ cookiecutter.project_name | python_string }}, line_problem),
+        "description": ({{ cookiecutter.description | python_string }}, description_problem),
+        "author_name": ({{ cookiecutter.author_name | python_string }}, line_problem),
         "project_slug": ({{ cookiecutter.project_slug | tojson }}, slug_problem),
         "worker_count": ({{ cookiecutter.worker_count | string | tojson }}, worker_count_problem),
     }

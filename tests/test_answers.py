@@ -27,6 +27,8 @@ BAD_ANSWERS = [
     ("project_slug", "json"),
     ("project_slug", "tests"),
     ("project_slug", "Celery_Service"),
+    # Taken literally, not rendered to 49, and then not an identifier.
+    ("project_slug", "{{ 7*7 }}"),
 ]
 
 

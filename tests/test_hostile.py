@@ -1,0 +1,287 @@
+"""Free-text answers are data, never code: each renders verbatim into a project whose
+files all parse, or is refused with one line and nothing on disk."""
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from cookiecutter.main import cookiecutter
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from test_answers import bake_cli
+from variants import COOKIECUTTER_JSON, TEMPLATE_DIR
+
+FREE_TEXT_FIELDS = ["project_name", "description", "author_name"]
+# project_name also makes the default package name; a fixed one keeps this about the text.
+SLUG = "hostile_project"
+
+# Printable, not blank: every free-text field renders these verbatim.
+RENDERED_EVERYWHERE = [
+    # quotes and backslashes (Python, TOML, shell)
+    "it's",
+    'say "hi"',
+    "'''",
+    '"""',
+    "\"'\"'",
+    "\\",
+    "ends with a backslash\\",
+    "C:\\new\\table",
+    "\\n \\t \\u0041 \\x41 \\N{BULLET} (escapes, not characters)",
+    # Jinja (cookiecutter renders every answer as Jinja unless the extension stops it)
+    "{{ 7*7 }}",
+    "{{7*7}}",
+    "{{ cookiecutter.project_slug }}",
+    "{{ cookiecutter }}",
+    "{{ undefined_name }}",
+    "{{ ''.__class__.__mro__ }}",
+    "{{",
+    "}}",
+    "{% raw %}",
+    "{% endraw %}",
+    "{% raw %}{{ 7*7 }}{% endraw %}",
+    "{% endraw %}{{ 7*7 }}{% raw %}",
+    "{% if true %}yes{% endif %}",
+    "{%",
+    "%}",
+    "{# comment #}",
+    "{#",
+    "{{- 7*7 -}}",
+    # cookiecutter.json's own Jinja, given as an answer to another field
+    COOKIECUTTER_JSON["project_slug"],
+    COOKIECUTTER_JSON["__uses_redis"],
+    # shell and format strings
+    "${X}",
+    "${HOME:-x}",
+    "$(rm -rf /)",
+    "`id`",
+    "$HOME",
+    "%(name)s %s %d",
+    "{name} {0}",
+    "; echo pwned #",
+    # YAML
+    "key: value",
+    "- item",
+    "&anchor",
+    "*alias",
+    "!!python/object/apply:os.system ['id']",
+    "null",
+    "~",
+    "yes",
+    "no",
+    "1e3",
+    "# not a comment",
+    "[1, 2]",
+    "{a: b}",
+    "| literal",
+    "> folded",
+    "@at",
+    "---",
+    # TOML
+    "[x]",
+    "[[x]]",
+    "a = b",
+    'x.y = "z"',
+    # Python, HTML and Markdown
+    "__import__('os').system('id')",
+    "None",
+    "<script>alert(1)</script>",
+    "&amp; &lt;",
+    "*bold* _em_ [link](https://example.com)",
+    # Unicode
+    "emoji 🎉🐍",
+    "👩‍💻 a ZWJ sequence",
+    "中文描述",
+    "日本語のテキスト",
+    "مرحبا بالعالم",
+    "שלום עולם",
+    "\u202eRTL override",
+    "zero\u200bwidth\u200djoiner",
+    "\ufeffBOM",
+    "e\u0301 (combining accent)",
+    # sizes and spacing
+    "  leading and trailing spaces  ",
+    "x",
+    "{{ 7*7 }} ' \" \\ ${X} " * 500,
+]
+
+# (value, the fields that render it); the other free-text fields refuse it.
+# project_name and author_name are one line, not blank; a description may break lines.
+DEPENDS_ON_FIELD = [
+    ("", {"description"}),
+    ("   ", {"description"}),
+    ("line one\nline two", {"description"}),
+    ("windows\r\nline", {"description"}),
+    ("\n", {"description"}),
+    ("ends with a newline\n", {"description"}),
+    ("tab\tseparated", {"description"}),
+    ("carriage\rreturn", {"description"}),
+    ("line\u2028separator", {"description"}),
+    ("paragraph\u2029separator", {"description"}),
+    ('"""\nnot the end of a TOML string """\n\'\'\'', {"description"}),
+    ("{% raw %}\n{% endraw %}\n{{ 7*7 }}", {"description"}),
+    ("key: value\n- item\n  nested: [1]", {"description"}),
+    ("NUL\x00byte", set()),
+    ("bell\x07", set()),
+    ("escape \x1b[31mred\x1b[0m", set()),
+    ("DEL\x7f", set()),
+    ("vertical\x0btab", set()),
+    ("form\x0cfeed", set()),
+    ("next line\x85(C1)", set()),
+    ("backspace\x08", set()),
+]
+
+
+@pytest.fixture(scope="session")
+def bake_answers(tmp_path_factory):
+    """bake_answers(**answers) -> (output_dir, exception): a bake in this process, no prompts."""
+    home = tmp_path_factory.mktemp("cookiecutter_home")
+    # Keeps cookiecutter's replay files and clones out of the user's home.
+    config = home / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"replay_dir": str(home / "replay"), "cookiecutters_dir": str(home / "c")})
+    )
+
+    def bake(**answers) -> tuple[Path, Exception | None]:
+        output_dir = tmp_path_factory.mktemp("bake")
+        try:
+            cookiecutter(
+                str(TEMPLATE_DIR),
+                no_input=True,
+                extra_context=answers,
+                output_dir=str(output_dir),
+                config_file=str(config),
+            )
+        except Exception as error:  # a refusal; the caller checks it
+            return output_dir, error
+        return output_dir, None
+
+    return bake
+
+
+def read_exactly(path: Path) -> str:
+    # Path.read_text would turn "\r\n" into "\n".
+    return path.read_bytes().decode("utf-8")
+
+
+def assert_project_parses(project: Path) -> None:
+    for path in project.rglob("*"):
+        if path.suffix == ".toml":
+            tomllib.loads(read_exactly(path))
+        elif path.suffix in (".yaml", ".yml"):
+            yaml.safe_load(read_exactly(path))
+        elif path.suffix == ".py":
+            compile(read_exactly(path), str(path), "exec")
+
+
+def assert_rendered_verbatim(output_dir: Path, field: str, value: str) -> None:
+    [project] = output_dir.iterdir()
+    assert_project_parses(project)
+    pyproject = tomllib.loads(read_exactly(project / "pyproject.toml"))["project"]
+    readme = read_exactly(project / "README.md")
+    if field == "project_name":
+        assert readme.splitlines()[0] == f"# {value}"
+    elif field == "description":
+        assert pyproject["description"] == value
+        assert f"\n{value}\n" in readme
+    else:
+        assert pyproject["authors"] == [{"name": value}]
+
+
+def assert_refused(output_dir: Path, error, stderr: str, field: str, value: str) -> None:
+    assert error is not None
+    [line] = [line for line in stderr.splitlines() if line.startswith(f"ERROR: {field} ")]
+    assert line.startswith(f"ERROR: {field} {value!r} is not allowed; allowed: "), stderr
+    assert list(output_dir.iterdir()) == []
+
+
+def bake_free_text(bake_answers, field: str, value: str):
+    answers = {field: value}
+    if field == "project_name":
+        answers["project_slug"] = SLUG
+    return bake_answers(**answers)
+
+
+@pytest.mark.parametrize("value", RENDERED_EVERYWHERE, ids=lambda v: repr(v)[:40])
+def test_printable_hostile_text_renders_verbatim_in_every_field(bake_answers, value):
+    """Quotes, backslashes, Jinja, shell, YAML and TOML syntax, emoji, CJK and RTL text
+    render verbatim in every free-text field, into a project whose TOML, YAML and Python
+    parse."""
+    # One bake carries the value in all three fields: they land in different places.
+    output_dir, error = bake_answers(
+        project_name=value, project_slug=SLUG, description=value, author_name=value
+    )
+    assert error is None, repr(error)
+    for field in FREE_TEXT_FIELDS:
+        assert_rendered_verbatim(output_dir, field, value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "renders"),
+    [
+        (field, value, field in fields)
+        for value, fields in DEPENDS_ON_FIELD
+        for field in FREE_TEXT_FIELDS
+    ],
+    ids=lambda v: repr(v)[:40],
+)
+def test_blank_or_control_text_renders_or_is_refused_by_field(
+    bake_answers, capfd, field, value, renders
+):
+    """Blank text and line breaks render in a description but are refused in a one-line
+    field; other control characters are refused everywhere, with one line naming the
+    field and value, and nothing on disk."""
+    output_dir, error = bake_free_text(bake_answers, field, value)
+    if renders:
+        assert error is None, f"{error!r}\n{capfd.readouterr().err}"
+        assert_rendered_verbatim(output_dir, field, value)
+    else:
+        assert_refused(output_dir, error, capfd.readouterr().err, field, value)
+
+
+@pytest.mark.parametrize("field", FREE_TEXT_FIELDS)
+# Fixed examples keep CI reproducible; capfd is read empty after every example, so
+# sharing the function-scoped fixture between examples is safe.
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(value=st.text())
+def test_any_text_renders_verbatim_or_is_refused(bake_answers, capfd, field, value):
+    """Any text renders verbatim or is refused with one line and nothing on disk, and
+    printable text that is not blank always renders."""
+    capfd.readouterr()
+    output_dir, error = bake_free_text(bake_answers, field, value)
+    stderr = capfd.readouterr().err
+    # --hypothesis-show-statistics tells how many examples rendered.
+    event("rendered" if error is None else "refused")
+    if error is None:
+        assert_rendered_verbatim(output_dir, field, value)
+    else:
+        assert not (value.isprintable() and value.strip()), f"{error!r}\n{stderr}"
+        assert_refused(output_dir, error, stderr, field, value)
+    shutil.rmtree(output_dir)
+
+
+def test_command_line_answers_are_literal(tmp_path):
+    """Answers given on the cookiecutter command line are not rendered as Jinja."""
+    result = bake_cli(tmp_path, description="{{ 7*7 }}", author_name="{% raw %}x{% endraw %}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    pyproject = tomllib.loads((tmp_path / "celery_service" / "pyproject.toml").read_text())
+    assert pyproject["project"]["description"] == "{{ 7*7 }}"
+    assert pyproject["project"]["authors"] == [{"name": "{% raw %}x{% endraw %}"}]
+
+
+def test_default_slug_is_made_from_the_literal_project_name(bake_answers):
+    """The default package name is slugified from the project name as written: Jinja in
+    the name is not rendered first, while cookiecutter.json's own Jinja still is."""
+    output_dir, error = bake_answers(project_name="Mail {{ cookiecutter.broker }} Sender")
+    assert error is None, repr(error)
+    [project] = output_dir.iterdir()
+    # Rendered, the name would have given mail_redis_sender.
+    assert project.name == "mail_cookiecutter_broker_sender"
+    assert (project / "mail_cookiecutter_broker_sender" / "tasks.py").is_file()
