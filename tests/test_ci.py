@@ -105,8 +105,7 @@ def test_actions_are_pinned_alike(bake):
 
 
 def test_template_workflow_runs_both_tiers_with_every_python():
-    """The template's CI locks down, runs scripts/run-tests for the static and the run tier,
-    and installs every Python version a project may choose."""
+    """The template's CI runs scripts/run-tests for both tiers with every choosable Python."""
     assert_locked_down(TEMPLATE_WORKFLOW)
     job = load_workflow(TEMPLATE_WORKFLOW)["jobs"]["tests"]
     assert set(job["strategy"]["matrix"]["tier"]) == {"not run", "run"}
@@ -125,8 +124,7 @@ def test_template_workflow_runs_both_tiers_with_every_python():
 
 
 def test_template_tool_pins_match_the_rendered_dev_group(bake):
-    """The rendered project pins ruff, mypy and celery-types at the versions the static tier
-    checks it with, so the project's CI and hooks see what the template's tests saw."""
+    """The project's CI and hooks pin ruff, mypy, celery-types as the static tier runs them."""
     template = tomllib.loads((TEMPLATE_DIR / "pyproject.toml").read_text(encoding="utf-8"))
     template_pins = {req.split("==")[0]: req for req in template["dependency-groups"]["test"]}
     project = bake(ALL_VARIANTS[0])
@@ -140,8 +138,7 @@ def test_template_tool_pins_match_the_rendered_dev_group(bake):
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 def test_rendered_workflow_is_locked_down(bake, variant):
-    """The rendered CI gives the token no permission by default, pins its actions and ends in
-    a job that is green only when every other job is."""
+    """The rendered CI grants no permission by default, pins actions and ends in a gate job."""
     assert_locked_down(bake(variant) / RENDERED_WORKFLOW)
 
 
@@ -149,8 +146,7 @@ def test_rendered_workflow_is_locked_down(bake, variant):
 # pair of them, and the Compose parser is too slow to run on all variants a second time.
 @pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
 def test_rendered_workflow_tests_against_the_variants_servers(bake, variant):
-    """The test job starts exactly the servers compose.yaml has, from the same images, and
-    points the project's tests at them with the URL schemes compose.yaml uses."""
+    """The test job runs the tests on compose.yaml's servers and images, with its URL schemes."""
     project = bake(variant)
     job = load_workflow(project / RENDERED_WORKFLOW)["jobs"]["test"]
     services = compose_model(project)["services"]
@@ -186,8 +182,7 @@ def test_rendered_workflow_uses_the_chosen_python(bake, variant):
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 def test_rendered_workflow_brings_the_stack_up_and_down(bake, variant):
-    """The stack job writes .env, waits for every service but the app, runs the app, and
-    removes everything with its volumes also when a step failed."""
+    """The stack job writes .env, starts, runs the app, and always removes all with volumes."""
     project = bake(variant)
     job = load_workflow(project / RENDERED_WORKFLOW)["jobs"]["stack"]
     commands = step_commands(job)
@@ -206,8 +201,7 @@ def test_rendered_workflow_brings_the_stack_up_and_down(bake, variant):
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 def test_pre_commit_hooks_run_what_ci_lint_runs(bake, variant):
-    """The pre-commit hooks are exactly the lint job's commands, so a commit that passes them
-    passes CI's lint job."""
+    """The pre-commit hooks are exactly the commands of CI's lint job."""
     project = bake(variant)
     lint = load_workflow(project / RENDERED_WORKFLOW)["jobs"]["lint"]
     hooks_config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
@@ -218,8 +212,7 @@ def test_pre_commit_hooks_run_what_ci_lint_runs(bake, variant):
 # .env.example has one block per server and one for Flower; the covering variants render each.
 @pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
 def test_ci_env_command_makes_a_usable_env(bake, variant, tmp_path):
-    """scripts/make_env.py, run as CI runs it in a clone without .env, writes a .env that
-    Compose accepts, with new secrets; a second run refuses to overwrite it."""
+    """make_env.py writes a new .env that Compose accepts and refuses to overwrite one."""
     project = bake(variant)
     clone = tmp_path / project.name
     subprocess.run(["cp", "-r", project, clone], check=True)

@@ -52,8 +52,7 @@ def commit_all(env: dict, repo: Path, message: str) -> None:
 
 
 def test_cruft_update_brings_template_changes(tmp_path):
-    """cruft update applies a later template commit cleanly: the change arrives, the
-    project's own change and its .env stay, no .rej is left, and cruft check agrees."""
+    """cruft update brings a template change and keeps the project's changes and its .env."""
     env = git_env(tmp_path / "home")
     (tmp_path / "home").mkdir()
 
