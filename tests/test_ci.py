@@ -229,3 +229,19 @@ def test_ci_env_command_makes_a_usable_env(bake, variant, tmp_path):
     again = run("python3", "scripts/make_env.py", cwd=clone)
     assert again.returncode != 0 and ".env exists" in again.stderr
     assert (clone / ".env").read_text(encoding="utf-8") == env_text
+
+
+# The Dockerfile varies by python_version only; the covering variants have every version.
+@pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
+def test_ci_installs_the_uv_of_the_dockerfile_and_the_template(bake, variant):
+    """CI's uv install step asks pip for exactly the uv the Dockerfile and the template use."""
+    project = bake(variant)
+    jobs = load_workflow(project / RENDERED_WORKFLOW)["jobs"]
+    installs = {cmd for job in jobs.values() if "steps" in job for cmd in step_commands(job)}
+    installs = {command for command in installs if command.startswith("pip install")}
+    assert len(installs) == 1, installs
+    # The step's own shell line, with pip replaced by a function that prints its arguments.
+    shown = run("bash", "-c", "pip() { printf '%s\\n' \"$@\"; }; " + installs.pop(), cwd=project)
+    template = tomllib.loads((TEMPLATE_DIR / "pyproject.toml").read_text(encoding="utf-8"))
+    template_uv = next(r for r in template["dependency-groups"]["test"] if r.startswith("uv=="))
+    assert shown.stdout.splitlines() == ["install", template_uv], shown.stdout + shown.stderr
