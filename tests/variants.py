@@ -71,3 +71,25 @@ def run_variants() -> list[dict]:
         variant["worker_count"] = str(worker_counts[index // len(versions) % len(worker_counts)])
         variants.append(variant)
     return variants
+
+
+def covering_variants() -> list[dict]:
+    """One variant per broker x result_backend pair, with every boolean choice on in half of
+    them and off in the other half (checkerboard: each broker and each backend sees both),
+    and python_version spread over them. The rendered Python code branches only on broker,
+    result_backend, use_flower and use_beat, each block on one answer alone (config.py), so
+    these few bakes render every block and every broker x backend pair, where checking all
+    variants would repeat the same code many times."""
+    versions = AXES["python_version"]
+    booleans = [name for name, values in AXES.items() if isinstance(values[0], bool)]
+    backends = len(AXES["result_backend"])
+    pairs = itertools.product(AXES["broker"], AXES["result_backend"])
+    variants = []
+    for index, (broker, backend) in enumerate(pairs):
+        switched_on = (index + index // backends) % 2 == 1
+        variant = with_defaults(
+            broker=broker, result_backend=backend, python_version=versions[index % len(versions)]
+        )
+        variant.update(dict.fromkeys(booleans, switched_on))
+        variants.append(variant)
+    return variants

@@ -1,0 +1,247 @@
+"""Static tier: the CI workflows (the template's own and each rendered project's) and the
+rendered pre-commit hooks are valid, locked down, and run what they say they run."""
+
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from composefile import compose_model, run_compose
+from variants import ALL_VARIANTS, AXES, TEMPLATE_DIR, covering_variants, variant_id
+
+BIN = Path(sys.executable).parent
+TEMPLATE_WORKFLOW = TEMPLATE_DIR / ".github" / "workflows" / "ci.yml"
+RENDERED_WORKFLOW = Path(".github", "workflows", "ci.yml")
+# An action pinned to a full commit, with the release it is in a comment, e.g.
+# "uses: actions/checkout@<40 hex digits> # v5.0.0".
+PINNED_USES = re.compile(
+    r"uses: (?P<action>[\w.-]+/[\w.-]+)@(?P<sha>[0-9a-f]{40}) # v\d+\.\d+\.\d+$", re.MULTILINE
+)
+SERVERS = {"redis", "rabbitmq", "postgres"}
+GATE = "all-green"
+
+
+def run(*command: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def load_workflow(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def step_commands(job: dict) -> list[str]:
+    return [step["run"].strip() for step in job["steps"] if "run" in step]
+
+
+def distinct_rendered_files(bake, relative: Path) -> list[Path]:
+    """One baked copy of each distinct content the file takes over all variants."""
+    by_content: dict[str, Path] = {}
+    for variant in ALL_VARIANTS:
+        path = bake(variant) / relative
+        by_content.setdefault(path.read_text(encoding="utf-8"), path)
+    return list(by_content.values())
+
+
+def assert_locked_down(path: Path) -> None:
+    """No token permission by default, contents: read where a job checks out, actions
+    pinned to commits, and a final job that fails unless every other job succeeded."""
+    workflow = load_workflow(path)
+    assert workflow["permissions"] == {}, path
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if "uses:" in line:
+            assert PINNED_USES.search(line.strip()), f"{path}: not pinned: {line.strip()}"
+    jobs = workflow["jobs"]
+    for name, job in jobs.items():
+        checks_out = any(
+            step.get("uses", "").startswith("actions/checkout@") for step in job["steps"]
+        )
+        assert job.get("permissions", {}) == ({"contents": "read"} if checks_out else {}), name
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                # The token stays out of .git/config, where later steps could read it.
+                assert step["with"]["persist-credentials"] is False, name
+    gate = jobs[GATE]
+    assert gate["if"] == "always()"
+    assert set(gate["needs"]) == set(jobs) - {GATE}
+    assert "${{ join(needs.*.result, ' ') }}" in gate["steps"][-1]["env"]["RESULTS"]
+
+
+def test_workflows_pass_the_github_schema(bake):
+    """The template's workflow and every distinct rendered one pass the GitHub workflow schema."""
+    workflows = [TEMPLATE_WORKFLOW, *distinct_rendered_files(bake, RENDERED_WORKFLOW)]
+    result = run(
+        BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pre_commit_config_is_valid(bake):
+    """Every distinct rendered .pre-commit-config.yaml passes pre-commit's own validation."""
+    configs = distinct_rendered_files(bake, Path(".pre-commit-config.yaml"))
+    result = run(BIN / "pre-commit", "validate-config", *configs)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actions_are_pinned_alike(bake):
+    """Each action is pinned to one and the same commit in every workflow."""
+    pins: dict[str, set[str]] = {}
+    for path in [TEMPLATE_WORKFLOW, *distinct_rendered_files(bake, RENDERED_WORKFLOW)]:
+        for match in PINNED_USES.finditer(path.read_text(encoding="utf-8")):
+            pins.setdefault(match["action"], set()).add(match["sha"])
+    assert pins, "no pinned action found"
+    assert all(len(shas) == 1 for shas in pins.values()), pins
+
+
+def test_template_workflow_runs_both_tiers_with_every_python():
+    """The template's CI runs scripts/run-tests for both tiers with every choosable Python."""
+    assert_locked_down(TEMPLATE_WORKFLOW)
+    job = load_workflow(TEMPLATE_WORKFLOW)["jobs"]["tests"]
+    assert set(job["strategy"]["matrix"]["tier"]) == {"not run", "run"}
+    (command,) = step_commands(job)
+    assert re.search(r'scripts/run-tests -m "\$TIER"$', command), command
+    setup = next(
+        step for step in job["steps"] if step.get("uses", "").startswith("actions/setup-python@")
+    )
+    assert set(setup["with"]["python-version"].split()) == set(AXES["python_version"])
+    # The run tier's PostgreSQL superuser is the service container's.
+    postgres_password = job["services"]["postgres"]["env"]["POSTGRES_PASSWORD"]
+    admin = dict(
+        item.split("=", 1) for item in job["steps"][-1]["env"]["TEST_POSTGRES_ADMIN"].split()
+    )
+    assert admin["password"] == postgres_password and admin["user"] == "postgres"
+
+
+def test_template_tool_pins_match_the_rendered_dev_group(bake):
+    """The project's CI and hooks pin ruff, mypy, celery-types as the static tier runs them."""
+    template = tomllib.loads((TEMPLATE_DIR / "pyproject.toml").read_text(encoding="utf-8"))
+    template_pins = {req.split("==")[0]: req for req in template["dependency-groups"]["test"]}
+    project = bake(ALL_VARIANTS[0])
+    rendered = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    checkers = {"ruff", "mypy", "celery-types"}
+    dev = {re.split(r"[=<>]", req)[0]: req for req in rendered["dependency-groups"]["dev"]}
+    assert checkers <= set(dev)
+    for name in checkers:
+        assert dev[name] == template_pins[name]
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
+def test_rendered_workflow_is_locked_down(bake, variant):
+    """The rendered CI grants no permission by default, pins actions and ends in a gate job."""
+    assert_locked_down(bake(variant) / RENDERED_WORKFLOW)
+
+
+# The servers depend on broker and result_backend alone; the covering variants have every
+# pair of them, and the Compose parser is too slow to run on all variants a second time.
+@pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
+def test_rendered_workflow_tests_against_the_variants_servers(bake, variant):
+    """The test job runs the tests on compose.yaml's servers and images, with its URL schemes."""
+    project = bake(variant)
+    job = load_workflow(project / RENDERED_WORKFLOW)["jobs"]["test"]
+    services = compose_model(project)["services"]
+    assert set(job["services"]) == SERVERS & set(services)
+    for name, service in job["services"].items():
+        assert service["image"] == services[name]["image"], name
+    compose_env = services["worker"]["environment"]
+    for setting in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        ci_url, compose_url = urlsplit(job["env"][setting]), urlsplit(compose_env[setting])
+        assert ci_url.scheme == compose_url.scheme, setting
+        assert ci_url.hostname == "localhost", setting
+        # compose.yaml's URL names its server by service name; CI reaches it on the
+        # port that service publishes.
+        published = job["services"][compose_url.hostname]["ports"]
+        assert f"{ci_url.port}:{compose_url.port}" in published, setting
+    assert step_commands(job)[-1] == "uv run pytest"
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
+def test_rendered_workflow_uses_the_chosen_python(bake, variant):
+    """Every job that sets up Python sets up the variant's version, and uv uses it."""
+    workflow = load_workflow(bake(variant) / RENDERED_WORKFLOW)
+    assert workflow["env"]["UV_PYTHON"] == variant["python_version"]
+    setups = [
+        step
+        for job in workflow["jobs"].values()
+        for step in job["steps"]
+        if step.get("uses", "").startswith("actions/setup-python@")
+    ]
+    assert setups
+    assert all(step["with"]["python-version"] == variant["python_version"] for step in setups)
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
+def test_rendered_workflow_brings_the_stack_up_and_down(bake, variant):
+    """The stack job writes .env, starts, runs the app, and always removes all with volumes."""
+    project = bake(variant)
+    job = load_workflow(project / RENDERED_WORKFLOW)["jobs"]["stack"]
+    commands = step_commands(job)
+    order = [
+        "python3 scripts/make_env.py",
+        "docker compose build",
+        "docker compose up --wait --wait-timeout 300"
+        " $(docker compose config --services | grep -vx app)",
+        "docker compose run --rm app",
+    ]
+    assert [command for command in commands if command in order] == order
+    teardown = job["steps"][-1]
+    assert teardown["if"] == "always()"
+    assert shlex.split(teardown["run"])[:4] == ["docker", "compose", "down", "--volumes"]
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
+def test_pre_commit_hooks_run_what_ci_lint_runs(bake, variant):
+    """The pre-commit hooks are exactly the commands of CI's lint job."""
+    project = bake(variant)
+    lint = load_workflow(project / RENDERED_WORKFLOW)["jobs"]["lint"]
+    hooks_config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    entries = [hook["entry"] for repo in hooks_config["repos"] for hook in repo["hooks"]]
+    assert entries == [command for command in step_commands(lint) if command.startswith("uv run")]
+
+
+# .env.example has one block per server and one for Flower; the covering variants render each.
+@pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
+def test_ci_env_command_makes_a_usable_env(bake, variant, tmp_path):
+    """make_env.py writes a new .env that Compose accepts and refuses to overwrite one."""
+    project = bake(variant)
+    clone = tmp_path / project.name
+    subprocess.run(["cp", "-r", project, clone], check=True)
+    (clone / ".env").unlink()
+    made = run("python3", "scripts/make_env.py", cwd=clone)
+    assert made.returncode == 0, made.stderr
+    env_text = (clone / ".env").read_text(encoding="utf-8")
+    assert "generate-a-secret" not in env_text
+    assert (clone / ".env").stat().st_mode & 0o777 == 0o600
+    baked_secrets = set((project / ".env").read_text(encoding="utf-8").splitlines())
+    new_secret_lines = set(env_text.splitlines()) - baked_secrets
+    assert new_secret_lines, "the new .env repeats the baked secrets"
+    assert run_compose(clone, "config", "--quiet").returncode == 0
+    again = run("python3", "scripts/make_env.py", cwd=clone)
+    assert again.returncode != 0 and ".env exists" in again.stderr
+    assert (clone / ".env").read_text(encoding="utf-8") == env_text
+
+
+# The Dockerfile varies by python_version only; the covering variants have every version.
+@pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
+def test_ci_installs_the_uv_of_the_dockerfile_and_the_template(bake, variant):
+    """CI's uv install step asks pip for exactly the uv the Dockerfile and the template use."""
+    project = bake(variant)
+    jobs = load_workflow(project / RENDERED_WORKFLOW)["jobs"]
+    installs = {cmd for job in jobs.values() if "steps" in job for cmd in step_commands(job)}
+    installs = {command for command in installs if command.startswith("pip install")}
+    assert len(installs) == 1, installs
+    # The step's own shell line, with pip replaced by a function that prints its arguments.
+    shown = run("bash", "-c", "pip() { printf '%s\\n' \"$@\"; }; " + installs.pop(), cwd=project)
+    template = tomllib.loads((TEMPLATE_DIR / "pyproject.toml").read_text(encoding="utf-8"))
+    template_uv = next(r for r in template["dependency-groups"]["test"] if r.startswith("uv=="))
+    assert shown.stdout.splitlines() == ["install", template_uv], shown.stdout + shown.stderr
