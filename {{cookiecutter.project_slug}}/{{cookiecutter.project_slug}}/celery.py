@@ -20,7 +20,8 @@ class Task(CeleryTask):
     Request = "{{ cookiecutter.project_slug }}.deadletters:DeadLetteringRequest"
 
 
-app = Celery(
+# Typed as a plain Celery app: celery-types' helpers (start_worker) expect one.
+app: Celery = Celery(
     "{{ cookiecutter.project_slug }}",
     task_cls=Task,
     include=["{{ cookiecutter.project_slug }}.tasks"],

@@ -69,7 +69,7 @@ worker_consumer = "{{ cookiecutter.project_slug }}.deadletters:Consumer"
 # the longest retry wait plus the time limit (and any ETA/countdown you add), or a
 # running task is delivered twice; shorter brings a lost worker's tasks back
 # sooner. The sweep that requeues them runs every 5 s.
-broker_transport_options = {
+broker_transport_options: dict[str, object] = {
     "visibility_timeout": int(
         os.environ.get(
             "CELERY_VISIBILITY_TIMEOUT", str(Task.retry_backoff_max + task_time_limit + 5)
@@ -82,7 +82,7 @@ broker_transport_options = {
 
 # A send returns only once RabbitMQ has taken the message (publisher confirms): a
 # broker that stops right after cannot lose a task its caller believes was sent.
-broker_transport_options = {"confirm_publish": True}
+broker_transport_options: dict[str, object] = {"confirm_publish": True}
 {%- endif %}
 
 # Keep trying to reach the broker at start-up: under Compose it may still be starting.

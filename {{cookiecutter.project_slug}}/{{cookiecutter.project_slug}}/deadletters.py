@@ -17,8 +17,10 @@ import sys
 import time
 from collections.abc import Callable
 from textwrap import shorten
+from typing import Any
 
-from billiard.einfo import ExceptionWithTraceback
+# Missing from the billiard stubs, but where the pool wraps a task's exception.
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
 from celery.exceptions import Ignore, Reject, Retry, Terminated
 from celery.worker.consumer import Consumer as BaseConsumer
 from celery.worker.request import Request as BaseRequest
@@ -27,6 +29,7 @@ from kombu.message import Message
 
 from .celery import app
 
+PERSISTENT = 2  # AMQP delivery mode: the broker keeps the message on disk
 DEAD_LETTER_QUEUE = Queue("dead_letter", routing_key="dead_letter", durable=True)
 REASON = "x-dead-letter-reason"
 ORIGIN = "x-dead-letter-origin"  # [exchange, routing key] the message came from
@@ -36,7 +39,7 @@ REPLAYS = "x-dead-letter-replays"
 
 def dead_letter(message: Message, reason: str) -> None:
     """Copy a message, body untouched, to the dead-letter queue with the reason."""
-    headers = dict(message.headers or {})
+    headers: dict[str, Any] = dict(message.headers or {})
     headers[REASON] = reason
     headers[DEAD_AT] = time.time()
     delivery = message.delivery_info or {}
@@ -50,7 +53,7 @@ def dead_letter(message: Message, reason: str) -> None:
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             headers=headers,
-            delivery_mode="persistent",
+            delivery_mode=PERSISTENT,
             # Keep trying while the broker restarts: the original is acknowledged
             # only after this returns.
             retry=True,
@@ -70,14 +73,14 @@ class DeadLetteringRequest(BaseRequest):
         # Retry has sent a new message, Ignore and revocation were asked for; any
         # other failure that ends with the message acknowledged or dropped is final.
         if not isinstance(exc, (Retry, Ignore, Terminated)) and not (
-            isinstance(exc, Reject) and exc.requeue
+            isinstance(exc, Reject) and getattr(exc, "requeue", False)
         ):
             self.dead_letter_reason = f"{type(exc).__name__}: {exc}"
         return super().on_failure(exc_info, send_failed_event, return_ok)
 
     def _dead_letter(self) -> None:
         if self.dead_letter_reason and not self.acknowledged:
-            dead_letter(self._message, self.dead_letter_reason)
+            dead_letter(self.message, self.dead_letter_reason)
 
     def acknowledge(self):
         self._dead_letter()
@@ -108,7 +111,7 @@ class Consumer(BaseConsumer):
 
 def describe(message: Message) -> str:
     """One line: task id, the call, when and why it was dead-lettered."""
-    headers = message.headers or {}
+    headers: dict[str, Any] = message.headers or {}
     call = f"{headers.get('task', '?')}{headers.get('argsrepr') or '()'}"
     if headers.get("kwargsrepr") not in (None, "{}"):
         call += f" {headers['kwargsrepr']}"
@@ -121,7 +124,7 @@ def describe(message: Message) -> str:
 
 def replay(connection: Connection, message: Message) -> None:
     """Send a dead letter back to where it came from, with its retries reset."""
-    headers = dict(message.headers or {})
+    headers: dict[str, Any] = dict(message.headers or {})
     exchange, routing_key = headers.pop(ORIGIN, ["", ""])
     headers[REPLAYS] = headers.get(REPLAYS, 0) + 1
     for name in (REASON, DEAD_AT):
@@ -136,7 +139,7 @@ def replay(connection: Connection, message: Message) -> None:
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             headers=headers,
-            delivery_mode="persistent",
+            delivery_mode=PERSISTENT,
             retry=True,
         )
     message.ack()
@@ -146,10 +149,9 @@ def visit(ids: list[str], action: Callable[[Connection, Message], None] | None) 
     """Print each dead letter (of the given task ids, or all) and apply `action` to it;
     return the task ids seen."""
     seen = []
-    with app.connection_for_write() as connection:
-        # Messages are taken without acknowledging them: those that `action` does not
-        # acknowledge go back to the queue when the channel closes.
-        channel = connection.channel()
+    # Messages are taken without acknowledging them: those that `action` does not
+    # acknowledge go back to the queue when the channel closes.
+    with app.connection_for_write() as connection, connection.channel() as channel:
         queue = DEAD_LETTER_QUEUE(channel)
         queue.declare()
         while (message := queue.get(no_ack=False)) is not None:
@@ -160,7 +162,6 @@ def visit(ids: list[str], action: Callable[[Connection, Message], None] | None) 
             print(describe(message), flush=True)
             if action:
                 action(connection, message)
-        channel.close()
     return seen
 
 
