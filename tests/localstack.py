@@ -185,13 +185,16 @@ class LocalStack:
         command = [shutil.which(program) or program, *args, *local]
         process = LocalProcess("redis", command, {}, data, self.workdir / "redis.log")
         self.processes.append(process)
+        self._wait_for_redis(process, port)
+        return ("127.0.0.1", port)
+
+    def _wait_for_redis(self, process: "LocalProcess", port: int) -> None:
         password = self.services["redis"]["environment"]["REDISCLI_AUTH"]
         client = redis.Redis(port=port, password=password)
         try:
             self._wait_for(client.ping, "redis-server to answer", process)
         finally:
             client.close()
-        return ("127.0.0.1", port)
 
     def _provision_rabbitmq(self) -> tuple[str, int]:
         env = self.services["rabbitmq"]["environment"]
@@ -231,13 +234,12 @@ class LocalStack:
             "rabbitmq", [RABBITMQ_SERVER], env, base, self.workdir / "rabbitmq.log"
         )
         self.processes.append(process)
-        self.wait_for_rabbitmq(process, port)
+        self._wait_for_rabbitmq(process, port)
         return ("127.0.0.1", port)
 
-    def wait_for_rabbitmq(self, process: "LocalProcess", port: int | None = None) -> None:
+    def _wait_for_rabbitmq(self, process: "LocalProcess", port: int) -> None:
         """Wait until the stack's own RabbitMQ node takes logins of the service's user."""
         env = self.services["rabbitmq"]["environment"]
-        port = port or self.addresses["rabbitmq"][1]
         url = (
             f"amqp://{env['RABBITMQ_DEFAULT_USER']}:{env['RABBITMQ_DEFAULT_PASS']}@127.0.0.1:{port}"
         )
@@ -373,6 +375,18 @@ class LocalStack:
         replacement = process.restarted()
         self.processes.append(replacement)
         return replacement
+
+    def restart_server(self, name: str, down_seconds: float) -> float:
+        """Restart a server of the stack's own (redis, or rabbitmq with own_rabbitmq) as
+        `docker compose stop; sleep; docker compose start` would: SIGTERM, wait, start
+        again on the same data, and wait until it answers. Returns how long it was down."""
+        stopped_at = time.monotonic()
+        assert self.process(name).stop(grace_seconds=60), f"{name} did not stop within 60 s"
+        time.sleep(down_seconds)
+        replacement = self.restart(self.process(name))
+        wait = {"redis": self._wait_for_redis, "rabbitmq": self._wait_for_rabbitmq}[name]
+        wait(replacement, self.addresses[name][1])
+        return time.monotonic() - stopped_at
 
     def logs(self) -> str:
         return "\n".join(process.log_tail() for process in self.processes)
