@@ -4,7 +4,6 @@ rendered pre-commit hooks are valid, locked down, and run what they say they run
 import re
 import shlex
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,9 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from composefile import compose_model, run_compose
+from tools import BIN, run
 from variants import ALL_VARIANTS, AXES, TEMPLATE_DIR, covering_variants, variant_id
 
-BIN = Path(sys.executable).parent
 TEMPLATE_WORKFLOW = TEMPLATE_DIR / ".github" / "workflows" / "ci.yml"
 RENDERED_WORKFLOW = Path(".github", "workflows", "ci.yml")
 # An action pinned to a full commit, with the release it is in a comment, e.g.
@@ -24,17 +23,6 @@ PINNED_USES = re.compile(
 )
 SERVERS = {"redis", "rabbitmq", "postgres"}
 GATE = "all-green"
-
-
-def run(*command: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def load_workflow(path: Path) -> dict:

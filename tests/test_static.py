@@ -1,32 +1,18 @@
 """Static tier: every variant bakes into a project whose files lint and parse clean."""
 
 import re
-import subprocess
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 from composefile import compose_model, run_compose
+from tools import BIN, run
 from variants import ALL_VARIANTS, COOKIECUTTER_JSON, variant_id
 
-BIN = Path(sys.executable).parent
 # Unrendered variables name cookiecutter; unrendered blocks keep their braces.
 TEMPLATE_SYNTAX = re.compile(r"cookiecutter\.|\{%|%\}")
 
 pytestmark = pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
-
-
-def run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def expected_services(variant: dict) -> set[str]:

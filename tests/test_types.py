@@ -9,13 +9,10 @@ fraction of the time (mypy takes seconds per project).
 """
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from tools import BIN
 from variants import covering_variants, variant_id
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)

@@ -1,0 +1,20 @@
+"""The test tools installed beside pytest, and how the static tests call them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+# ruff, mypy, hadolint, check-jsonschema ...: the locked test tools in pytest's environment.
+BIN = Path(sys.executable).parent
+
+
+def run(*command: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a command to the end, output captured; the caller checks the exit status."""
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
