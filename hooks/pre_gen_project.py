@@ -14,7 +14,7 @@ IMPORTED_PACKAGES = {
     "amqp", "billiard", "celery", "click", "dateutil", "flower", "greenlet",
     "humanize", "kombu", "markdown_it", "mdurl", "prometheus_client", "psycopg",
     "pygments", "pytest", "redis", "rich", "sqlalchemy", "tests", "tornado",
-    "typing_extensions", "tzdata", "vine",
+    "typing_extensions", "tzdata", "vine", "yaml",
 }
 SLUG_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 WORKER_COUNT_RANGE = range(1, 65)
