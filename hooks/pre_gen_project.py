@@ -12,8 +12,9 @@ import unicodedata
 # one of these names would shadow the real one.
 IMPORTED_PACKAGES = {
     "amqp", "billiard", "celery", "click", "dateutil", "flower", "greenlet",
-    "humanize", "kombu", "prometheus_client", "psycopg", "pytest", "redis",
-    "sqlalchemy", "tests", "tornado", "typing_extensions", "tzdata", "vine",
+    "humanize", "kombu", "markdown_it", "mdurl", "prometheus_client", "psycopg",
+    "pygments", "pytest", "redis", "rich", "sqlalchemy", "tests", "tornado",
+    "typing_extensions", "tzdata", "vine", "yaml",
 }
 SLUG_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 WORKER_COUNT_RANGE = range(1, 65)

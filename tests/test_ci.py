@@ -112,12 +112,12 @@ def test_template_workflow_runs_both_tiers_with_every_python():
 
 
 def test_template_tool_pins_match_the_rendered_dev_group(bake):
-    """The project's CI and hooks pin ruff, mypy, celery-types as the static tier runs them."""
+    """The project's CI and hooks pin ruff, mypy and the stubs as the static tier runs them."""
     template = tomllib.loads((TEMPLATE_DIR / "pyproject.toml").read_text(encoding="utf-8"))
     template_pins = {req.split("==")[0]: req for req in template["dependency-groups"]["test"]}
     project = bake(ALL_VARIANTS[0])
     rendered = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
-    checkers = {"ruff", "mypy", "celery-types"}
+    checkers = {"ruff", "mypy", "celery-types", "types-PyYAML"}
     dev = {re.split(r"[=<>]", req)[0]: req for req in rendered["dependency-groups"]["dev"]}
     assert checkers <= set(dev)
     for name in checkers:
@@ -189,12 +189,16 @@ def test_rendered_workflow_brings_the_stack_up_and_down(bake, variant):
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 def test_pre_commit_hooks_run_what_ci_lint_runs(bake, variant):
-    """The pre-commit hooks are exactly the commands of CI's lint job."""
+    """The pre-commit hook and CI's lint job both run `make lint`, the one list of the checks
+    (test_commands.py proves what it runs)."""
     project = bake(variant)
     lint = load_workflow(project / RENDERED_WORKFLOW)["jobs"]["lint"]
     hooks_config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
     entries = [hook["entry"] for repo in hooks_config["repos"] for hook in repo["hooks"]]
-    assert entries == [command for command in step_commands(lint) if command.startswith("uv run")]
+    assert entries == ["make lint"]
+    assert [command for command in step_commands(lint) if not command.startswith("pip")] == [
+        "make lint"
+    ]
 
 
 # .env.example has one block per server and one for Flower; the covering variants render each.
