@@ -11,6 +11,7 @@ import time
 from celery.result import AsyncResult
 from kombu.utils.url import maybe_sanitize_url
 
+from . import logs
 from .celery import app
 from .tasks import add, long_task, process_data
 
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         help="give up after this many seconds without all results (default: 120)",
     )
     args = parser.parse_args(argv)
+    # Records of Celery and Kombu (a lost broker connection, say) on stderr, as
+    # LOG_FORMAT says; the status lines below are printed for people, on stdout.
+    logs.configure()
 
     try:
         broker = maybe_sanitize_url(app.conf.broker_url)
