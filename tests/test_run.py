@@ -328,6 +328,88 @@ def test_flower_needs_the_generated_password_and_lists_the_workers(stack):
     assert any("Visit me" in record["message"] for record in assert_json_lines(flower.log_path))
 
 
+# One sample of the Prometheus text format: name{label="value",...} value
+SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_sum(metrics: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels` (over all workers)."""
+    total = 0.0
+    for line in metrics.splitlines():
+        sample = SAMPLE.match(line)
+        if not sample or sample[1] != name:
+            continue
+        if labels.items() <= dict(LABEL.findall(sample[2])).items():
+            total += float(sample[3])
+    return total
+
+
+SAMPLE_TASKS = ("add", "long_task", "process_data")
+
+
+@pytest.mark.only_variants(use_flower=True)
+def test_flower_metrics_count_the_tasks(stack):
+    """Flower's /metrics, which Prometheus scrapes without the password, counts each
+    task the app sends (sent, received, started, succeeded, runtime), a failure and a
+    retry."""
+    get = start_flower(stack)
+
+    def metrics() -> str:
+        status, body = get("/metrics", authorized=False)
+        assert status == 200
+        return body.decode()
+
+    # Flower counts only the events it receives: wait until every worker's heartbeat
+    # has reached it, then take the counts as they are before the tasks.
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    for worker in stack.worker_names:
+        while metric_sum(metrics(), "flower_worker_online", worker=worker) != 1:
+            assert time.monotonic() < deadline, f"Flower never saw {worker} online"
+            time.sleep(0.5)
+
+    # (task, event type) -> how much its count must go up; "runtime" is the number of
+    # runtimes in the histogram.
+    expected = {
+        (name, kind): 1.0
+        for name in SAMPLE_TASKS
+        for kind in ("task-sent", "task-received", "task-started", "task-succeeded", "runtime")
+    }
+    # add also gets bad input, sent by a plain client (which sends no task-sent event).
+    expected[("add", "task-received")] = expected[("add", "task-started")] = 2.0
+    expected[("add", "task-failed")] = 1.0
+    expected[("flaky", "task-retried")] = 1.0
+
+    def counts() -> dict[tuple[str, str], float]:
+        text = metrics()
+        return {
+            (name, kind): metric_sum(
+                text, "flower_task_runtime_seconds_count", task=task(stack, name)
+            )
+            if kind == "runtime"
+            else metric_sum(text, "flower_events_total", task=task(stack, name), type=kind)
+            for name, kind in expected
+        }
+
+    before = counts()
+    # The app sends through the project's own settings, which ask for task-sent events.
+    app = stack.run("app", "python", "-m", stack.project.name, "--long-seconds", "1", timeout=180)
+    assert app.returncode == 0, app.stdout + app.stderr
+    bad = stack.celery.send_task(task(stack, "add"), args=("x", 1))
+    bad.get(timeout=RESULT_TIMEOUT, propagate=False)
+    retried = stack.celery.send_task(task(stack, "flaky"), args=(1,))
+    assert retried.get(timeout=RESULT_TIMEOUT) == {"tries": 2}
+
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while True:
+        moved = {key: count - before[key] for key, count in counts().items()}
+        if moved == expected:
+            break
+        assert time.monotonic() < deadline, f"counts moved by {moved}, expected {expected}"
+        time.sleep(0.5)
+    stack.process("flower").stop()
+
+
 def dead_letters(stack: LocalStack, *argv: str) -> list[str]:
     """The lines of `python -m <slug>.deadletters ARGV`, run as the README says: in the
     app service's environment."""
