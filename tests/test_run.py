@@ -18,6 +18,8 @@ import termios
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import kombu
 import pytest
@@ -86,19 +88,65 @@ def task(stack: LocalStack, name: str) -> str:
     return f"{stack.project.name}.tasks.{name}"
 
 
+# Every log record of a Celery service has these (LOG_FORMAT=json in compose.yaml).
+LOG_KEYS = {"time", "level", "logger", "message"}
+
+
+def log_records(path: Path) -> list[dict]:
+    """The JSON records of a process log, one a line; a line that is not one, such as
+    what Celery prints rather than logs at a shutdown, is kept as {"line": text}."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        records.append(record if isinstance(record, dict) else {"line": line})
+    return records
+
+
+def worker_log_paths(stack: LocalStack) -> set[Path]:
+    # A restarted worker appends to the log of the process it replaced.
+    return {p.log_path for p in stack.processes if p.name.startswith("worker")}
+
+
 def wait_for_worker_log(stack: LocalStack, pattern: str, count: int = 1) -> list:
-    """Every match of `pattern` in the workers' logs, once there are at least `count`."""
+    """Every match of `pattern` in the messages the workers logged, once there are at
+    least `count`. Matched against each record's message, not its JSON line: no escaping
+    in the way, and `$` ends the message."""
     regex = re.compile(pattern, re.MULTILINE)
     deadline = time.monotonic() + RESULT_TIMEOUT
     while True:
-        # A restarted worker appends to the log of the process it replaced.
-        paths = {p.log_path for p in stack.processes if p.name.startswith("worker")}
-        logs = [path.read_text() for path in paths]
-        matches = [match for log in logs for match in regex.findall(log)]
+        messages = [
+            record.get("message", record.get("line", ""))
+            for path in worker_log_paths(stack)
+            for record in log_records(path)
+        ]
+        matches = [match for message in messages for match in regex.findall(message)]
         if len(matches) >= count:
             return matches
         assert time.monotonic() < deadline, f"workers logged {pattern!r} {len(matches)} times"
         time.sleep(0.5)
+
+
+# What a worker prints, not logs, when it is told to stop: an empty line, then this
+# (celery.apps.worker; the rendered README says these stay plain text).
+SHUTDOWN_PRINTS = re.compile(r"|worker: \w+ shutdown \(MainProcess\)")
+
+
+def assert_json_lines(path: Path) -> list[dict]:
+    """Every line of the log is a JSON object with LOG_KEYS and a UTC ISO 8601 time,
+    except the lines a worker prints when it stops; returns the JSON records."""
+    records = [
+        record
+        for record in log_records(path)
+        if not SHUTDOWN_PRINTS.fullmatch(record.get("line", "no"))
+    ]
+    assert records, f"{path} has no records"
+    for record in records:
+        assert set(record) >= LOG_KEYS, f"{path}: {record}"
+        assert datetime.fromisoformat(record["time"]).utcoffset() == timedelta(0), record
+    return records
 
 
 def pool_slots(stack: LocalStack) -> int:
@@ -316,7 +364,8 @@ def test_app_in_a_terminal_shows_a_live_view_then_a_table(stack):
 @pytest.mark.only_variants(use_beat=True)
 def test_beat_sends_its_schedule_and_a_worker_runs_it(stack):
     """Beat sends the scheduled add(20, 22) once a period; a worker runs it, 42 is in the
-    backend, and with several workers each send still runs exactly once."""
+    backend, and with several workers each send still runs exactly once. Beat logs JSON
+    lines."""
     beat = stack.start("beat", "beat", BEAT_INTERVAL_SECONDS="1")
     name = re.escape(task(stack, "add"))
     done = rf"Task {name}\[([0-9a-f-]+)\] succeeded in \S+: 42$"
@@ -324,7 +373,8 @@ def test_beat_sends_its_schedule_and_a_worker_runs_it(stack):
     assert stack.celery.AsyncResult(task_ids[0]).get(timeout=RESULT_TIMEOUT) == 42
     time.sleep(4)  # a few more periods
     assert beat.stop(), beat.log_tail()
-    sends = len(re.findall(r"Sending due task sample-add", beat.log_path.read_text()))
+    beat_records = assert_json_lines(beat.log_path)
+    sends = sum("Sending due task sample-add" in record["message"] for record in beat_records)
     assert sends >= 3, beat.log_tail()
     deadline = time.monotonic() + RESULT_TIMEOUT
     while len(task_ids := wait_for_worker_log(stack, done)) < sends:
@@ -333,10 +383,9 @@ def test_beat_sends_its_schedule_and_a_worker_runs_it(stack):
     assert len(task_ids) == len(set(task_ids)) == sends
 
 
-@pytest.mark.only_variants(use_flower=True)
-def test_flower_needs_the_generated_password_and_lists_the_workers(stack):
-    """Flower answers 401 without credentials, 200 with the generated ones, and shows
-    every running worker."""
+def start_flower(stack: LocalStack):
+    """Flower's command on a free port, once it listens; returns get(path, authorized)
+    -> (status, body), authorized with the generated user and password."""
     port = free_port()
     flower = stack.start("flower", "flower", FLOWER_PORT=str(port))
     user, password = stack.environment("flower")["FLOWER_BASIC_AUTH"].split(":", 1)
@@ -355,17 +404,110 @@ def test_flower_needs_the_generated_password_and_lists_the_workers(stack):
     deadline = time.monotonic() + RESULT_TIMEOUT
     while True:
         try:
-            status, _ = get("/", authorized=False)
-            break
+            get("/healthcheck", authorized=False)
+            return get
         except urllib.error.URLError:
             assert flower.alive(), flower.log_tail()
             assert time.monotonic() < deadline, "Flower did not start listening"
             time.sleep(0.2)
-    assert status == 401
+
+
+@pytest.mark.only_variants(use_flower=True)
+def test_flower_needs_the_generated_password_and_lists_the_workers(stack):
+    """Flower answers 401 without credentials, 200 with the generated ones, and shows
+    every running worker; it logs JSON lines."""
+    get = start_flower(stack)
+    assert get("/", authorized=False)[0] == 401
     assert get("/", authorized=True)[0] == 200
     status, body = get("/api/workers?refresh=1", authorized=True)
     assert status == 200
     assert set(json.loads(body)) >= set(stack.worker_names)
+    flower = stack.process("flower")
+    flower.stop()
+    # Flower keeps the JSON handler it finds (logs.py).
+    assert any("Visit me" in record["message"] for record in assert_json_lines(flower.log_path))
+
+
+# One sample of the Prometheus text format: name{label="value",...} value
+SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_sum(metrics: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels` (over all workers)."""
+    total = 0.0
+    for line in metrics.splitlines():
+        sample = SAMPLE.match(line)
+        if not sample or sample[1] != name:
+            continue
+        if labels.items() <= dict(LABEL.findall(sample[2])).items():
+            total += float(sample[3])
+    return total
+
+
+SAMPLE_TASKS = ("add", "long_task", "process_data")
+
+
+@pytest.mark.only_variants(use_flower=True)
+def test_flower_metrics_count_the_tasks(stack):
+    """Flower's /metrics, which Prometheus scrapes without the password, counts each
+    task the app sends (sent, received, started, succeeded, runtime), a failure and a
+    retry."""
+    get = start_flower(stack)
+
+    def metrics() -> str:
+        status, body = get("/metrics", authorized=False)
+        assert status == 200
+        return body.decode()
+
+    # Flower counts only the events it receives: wait until every worker's heartbeat
+    # has reached it, then take the counts as they are before the tasks.
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    for worker in stack.worker_names:
+        while metric_sum(metrics(), "flower_worker_online", worker=worker) != 1:
+            assert time.monotonic() < deadline, f"Flower never saw {worker} online"
+            time.sleep(0.5)
+
+    # (task, event type) -> how much its count must go up; "runtime" is the number of
+    # runtimes in the histogram.
+    expected = {
+        (name, kind): 1.0
+        for name in SAMPLE_TASKS
+        for kind in ("task-sent", "task-received", "task-started", "task-succeeded", "runtime")
+    }
+    # add also gets bad input, sent by a plain client (which sends no task-sent event).
+    expected[("add", "task-received")] = expected[("add", "task-started")] = 2.0
+    expected[("add", "task-failed")] = 1.0
+    expected[("flaky", "task-retried")] = 1.0
+
+    def counts() -> dict[tuple[str, str], float]:
+        text = metrics()
+        return {
+            (name, kind): metric_sum(
+                text, "flower_task_runtime_seconds_count", task=task(stack, name)
+            )
+            if kind == "runtime"
+            else metric_sum(text, "flower_events_total", task=task(stack, name), type=kind)
+            for name, kind in expected
+        }
+
+    before = counts()
+    # The app sends through the project's own settings, which ask for task-sent events.
+    app = stack.run("app", "python", "-m", stack.project.name, "--long-seconds", "1", timeout=180)
+    assert app.returncode == 0, app.stdout + app.stderr
+    bad = stack.celery.send_task(task(stack, "add"), args=("x", 1))
+    bad.get(timeout=RESULT_TIMEOUT, propagate=False)
+    retried = stack.celery.send_task(task(stack, "flaky"), args=(1,))
+    assert retried.get(timeout=RESULT_TIMEOUT) == {"tries": 2}
+
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while True:
+        moved = {key: count - before[key] for key, count in counts().items()}
+        if moved == expected:
+            break
+        assert time.monotonic() < deadline, f"counts moved by {moved}, expected {expected}"
+        time.sleep(0.5)
+    stack.process("flower").stop()
 
 
 def dead_letters(stack: LocalStack, *argv: str) -> list[str]:
@@ -464,6 +606,35 @@ def test_pickled_message_is_refused_and_never_run(stack, tmp_path):
     assert "Refusing to deserialize untrusted content" in dead_letter_of(stack, sent.id)
     assert not mark.exists()
     test_every_worker_answers_ping_under_its_own_name(stack)
+
+
+def test_worker_logs_are_json_lines_naming_the_task(stack):
+    """Every line a worker logged so far (Celery's own records, the earlier tests'
+    failures, refusals and retries; not what it prints when told to stop) is one JSON
+    object with time, level, logger and message; Celery's "received" and "succeeded"
+    records and a task's own record carry its task_id and task_name, and a failure's
+    traceback stays inside its line."""
+    good = stack.celery.send_task(task(stack, "add"), args=(4, 5))
+    bad = stack.celery.send_task(task(stack, "add"), args=("x", 1))
+    own = stack.celery.send_task(task(stack, "long_task"), args=(0,))
+    for result in (good, bad, own):
+        result.get(timeout=RESULT_TIMEOUT, propagate=False)
+    # The worker logs the outcome just after it stored the result.
+    wait_for_worker_log(stack, rf"\[{good.id}\] succeeded in")
+    wait_for_worker_log(stack, rf"\[{bad.id}\] raised")
+    records = [record for path in worker_log_paths(stack) for record in assert_json_lines(path)]
+
+    def about(result, name: str, words: str) -> dict:
+        [record] = [r for r in records if r.get("task_id") == result.id and words in r["message"]]
+        assert record["task_name"] == task(stack, name), record
+        return record
+
+    about(good, "add", "received")
+    assert about(good, "add", "succeeded in")["level"] == "INFO"
+    failed = about(bad, "add", "raised unexpected")
+    assert failed["level"] == "ERROR"
+    assert "TypeError: add: x must be a number" in failed["exc_info"]
+    assert about(own, "long_task", "long_task: working for 0 s")["logger"].endswith(".tasks")
 
 
 # The fault tests stop and restart workers, so they come last in the module. They run on

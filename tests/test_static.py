@@ -101,6 +101,23 @@ def test_compose_services_follow_the_house_rules(bake, variant):
         assert [port["host_ip"] for port in services["flower"]["ports"]] == ["127.0.0.1"]
 
 
+def test_compose_logs_json_and_rotates_every_log(bake, variant):
+    """Every Celery service has LOG_FORMAT=json; every service's log is rotated by size,
+    all with the same settings (one anchor)."""
+    project = bake(variant)
+    services = compose_model(project)["services"]
+    infrastructure = {"redis", "rabbitmq", "postgres"}
+    for name, service in services.items():
+        if name not in infrastructure:
+            assert service["environment"]["LOG_FORMAT"] == "json", name
+    rotations = [service.get("logging") for service in services.values()]
+    first = rotations[0]
+    assert first["driver"] == "json-file"
+    assert re.fullmatch(r"\d+[kmg]", first["options"]["max-size"])
+    assert int(first["options"]["max-file"]) >= 2
+    assert all(rotation == first for rotation in rotations), rotations
+
+
 def test_compose_refuses_to_start_without_secrets(bake, variant):
     """Without .env, Compose stops with a message naming the missing setting."""
     project = bake(variant)

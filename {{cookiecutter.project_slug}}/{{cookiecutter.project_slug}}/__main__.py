@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from . import logs
 from .celery import app
 from .tasks import LONG_TASK_MAX_SECONDS, add, flaky, long_task, process_data
 
@@ -290,6 +291,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Records of Celery and Kombu (a lost broker connection, say) on stderr, as
+    # LOG_FORMAT says; what the app prints for people goes to stdout.
+    logs.configure()
     console = Console()
     live = not args.json and sys.stdout.isatty()
     try:

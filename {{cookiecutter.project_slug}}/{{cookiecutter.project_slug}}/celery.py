@@ -3,6 +3,9 @@
 from celery import Celery
 from celery import Task as CeleryTask
 
+# Imported for its signal handlers: JSON or text log lines, by LOG_FORMAT (logs.py).
+from . import logs  # noqa: F401
+
 
 class Task(CeleryTask):
     """The base of every task here: how a failing task is retried, then dead-lettered."""

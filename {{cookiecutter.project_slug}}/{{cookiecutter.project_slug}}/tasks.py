@@ -8,7 +8,12 @@ import math
 import reprlib
 import time
 
+from celery.utils.log import get_task_logger
+
 from .celery import app
+
+# A task's records name the task (task_id, task_name in JSON lines; logs.py).
+logger = get_task_logger(__name__)
 
 # Below config.task_soft_time_limit, so that long_task always ends by itself.
 LONG_TASK_MAX_SECONDS = 60
@@ -38,6 +43,7 @@ def long_task(self, seconds: int = 10) -> dict:
             f"long_task: seconds must be a whole number from 0 to {LONG_TASK_MAX_SECONDS}, "
             f"got {seconds!r}"
         )
+    logger.info("long_task: working for %d s", seconds)
     for current in range(seconds):
         self.update_state(state="PROGRESS", meta={"current": current, "total": seconds})
         time.sleep(1)
