@@ -2,9 +2,11 @@
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from variants import TEMPLATE_DIR
 
 COOKIECUTTER = Path(sys.executable).with_name("cookiecutter")
@@ -32,10 +34,10 @@ BAD_ANSWERS = [
 ]
 
 
-def bake_cli(output_dir: Path, **answers) -> subprocess.CompletedProcess:
+def bake_cli(output_dir: Path, *options: str | Path, **answers) -> subprocess.CompletedProcess:
     """Bake as a user does in CI: the cookiecutter command, no prompts."""
     return subprocess.run(
-        [COOKIECUTTER, "--no-input", "--output-dir", output_dir, TEMPLATE_DIR]
+        [COOKIECUTTER, "--no-input", "--output-dir", output_dir, *options, TEMPLATE_DIR]
         + [f"{field}={value}" for field, value in answers.items()],
         capture_output=True,
         text=True,
@@ -91,3 +93,27 @@ def test_each_bake_has_its_own_secrets(cookies):
         assert len(value) >= 32 and value != "generate-a-secret"
         assert value != second[key]
     assert first["RABBITMQ_PASSWORD"] != first["POSTGRES_PASSWORD"]
+
+
+def test_team_config_file_gives_the_defaults_and_the_command_line_wins(tmp_path):
+    """A --config-file with default_context answers for a team, as the README shows; an
+    answer on the command line still overrides it."""
+    config = tmp_path / "team-celery.yaml"
+    config.write_text(
+        "default_context:\n"
+        '  author_name: "Payments team"\n'
+        '  broker: "rabbitmq"\n'
+        '  result_backend: "postgresql"\n'
+        "  use_flower: true\n"
+    )
+    output = tmp_path / "out"
+    result = bake_cli(
+        output, "--config-file", config, project_name="Invoice mailer", use_flower="no"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = output / "invoice_mailer"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["authors"] == [{"name": "Payments team"}]
+    services = yaml.safe_load((project / "compose.yaml").read_text())["services"]
+    assert {"rabbitmq", "postgres"} <= set(services)
+    assert "flower" not in services
