@@ -11,6 +11,7 @@ basic_consume (no acknowledgements, as BRPOP has none). Prints one JSON object.
 """
 
 import argparse
+import collections
 import json
 import multiprocessing
 import time
@@ -18,6 +19,8 @@ import uuid
 from urllib.parse import unquote, urlsplit
 
 STOP = b"stop"
+# A loop that gets no message for this long has lost one: fail rather than hang.
+TIMEOUT_SECONDS = 60
 
 
 def redis_client(url: str):
@@ -30,7 +33,7 @@ def redis_consumer(url: str, requests: str, replies: str, ready) -> None:
     client = redis_client(url)
     ready.release()
     while True:
-        _, body = client.brpop([requests])
+        _, body = client.brpop([requests], timeout=TIMEOUT_SECONDS)
         if body == STOP:
             return
         client.lpush(replies, body)
@@ -53,7 +56,8 @@ def redis_floor(url: str, messages: int, consumers: int) -> float:
     for _ in range(messages):
         client.lpush(requests, body)
     for _ in range(messages):
-        client.brpop([replies])
+        if client.brpop([replies], timeout=TIMEOUT_SECONDS) is None:
+            raise TimeoutError(f"no reply within {TIMEOUT_SECONDS} s")
     elapsed = time.perf_counter() - started
     for _ in processes:
         client.lpush(requests, STOP)
@@ -82,19 +86,19 @@ def amqp_consumer(url: str, requests: str, replies: str, ready) -> None:
 
     connection = amqp_connection(url)
     channel = connection.channel()
-    stopped = []
-
-    def on_request(message) -> None:
-        if message.body == STOP:
-            stopped.append(True)
-            return
-        channel.basic_publish(amqp.Message(message.body), exchange="", routing_key=replies)
-
-    channel.basic_consume(requests, callback=on_request, no_ack=True)
+    # The callback only collects: basic_publish reads pending frames itself, so publishing
+    # from the callback would nest one delivery inside another.
+    pending = collections.deque()
+    channel.basic_consume(requests, callback=pending.append, no_ack=True)
     ready.release()
-    while not stopped:
-        connection.drain_events()
-    connection.close()
+    while True:
+        connection.drain_events(timeout=TIMEOUT_SECONDS)
+        while pending:
+            body = pending.popleft().body
+            if body == STOP:
+                connection.close()
+                return
+            channel.basic_publish(amqp.Message(body), exchange="", routing_key=replies)
 
 
 def amqp_floor(url: str, messages: int, consumers: int) -> float:
@@ -115,18 +119,19 @@ def amqp_floor(url: str, messages: int, consumers: int) -> float:
     for _ in processes:
         ready.acquire()
     received = []
-    channel.basic_consume(replies, callback=received.append, no_ack=True)
+    tag = channel.basic_consume(replies, callback=received.append, no_ack=True)
     body = json.dumps({"task": "add", "args": [1, 2]}).encode()
     started = time.perf_counter()
     for _ in range(messages):
         channel.basic_publish(amqp.Message(body), exchange="", routing_key=requests)
     while len(received) < messages:
-        connection.drain_events()
+        connection.drain_events(timeout=TIMEOUT_SECONDS)
     elapsed = time.perf_counter() - started
     for _ in processes:
         channel.basic_publish(amqp.Message(STOP), exchange="", routing_key=requests)
     for process in processes:
         process.join()
+    channel.basic_cancel(tag)
     for queue in (requests, replies):
         channel.queue_delete(queue)
     connection.close()
