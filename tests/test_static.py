@@ -55,6 +55,7 @@ def test_pyproject_states_the_choices(bake, variant):
     requirements = " ".join(pyproject["project"]["dependencies"])
     uses_redis = "redis" in (variant["broker"], variant["result_backend"])
     assert ("celery[redis]" in requirements) == uses_redis
+    assert ("hiredis" in requirements) == uses_redis
     assert ("psycopg" in requirements) == (variant["result_backend"] == "postgresql")
     assert ("sqlalchemy" in requirements) == (variant["result_backend"] == "postgresql")
     assert ("flower" in requirements) == variant["use_flower"]
