@@ -48,7 +48,7 @@ def test_every_target_expands_to_its_commands(bake, variant):
         "logs": ["docker compose logs --follow"],
         "test": ["uv run pytest"],
         "lint": ["uv run ruff check .", "uv run ruff format --check .", "uv run mypy"],
-        "bench": [f"docker compose run --rm app python -m {slug}.bench "],
+        "bench": [f"uv run python -m {slug}.bench "],
         "local": ["uv run python scripts/local.py"],
     }
     for target, commands in expected.items():

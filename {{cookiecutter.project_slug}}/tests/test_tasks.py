@@ -69,12 +69,18 @@ def test_task_failing_for_good_is_dead_lettered_and_replayed(worker, capsys):
     result = flaky.delay(10)
     with pytest.raises(TransientError):
         result.get(timeout=TIMEOUT)
-    assert deadletters.main(["list", result.id]) == 0
+    # The worker dead-letters the message just after it stored the result.
+    wait_for_dead_letter(result.id)
     assert "replays=0  TransientError: flaky: try 4 failed" in capsys.readouterr().out
     assert deadletters.main(["replay", result.id]) == 0
     capsys.readouterr()
-    deadline = time.monotonic() + TIMEOUT
-    while deadletters.main(["list", result.id]) != 0:
-        assert time.monotonic() < deadline, "the replayed task did not fail for good again"
-        time.sleep(0.5)
+    wait_for_dead_letter(result.id)
     assert "replays=1  TransientError" in capsys.readouterr().out
+
+
+def wait_for_dead_letter(task_id: str) -> None:
+    """Wait until `deadletters list TASK_ID` finds the task's dead letter."""
+    deadline = time.monotonic() + TIMEOUT
+    while deadletters.main(["list", task_id]) != 0:
+        assert time.monotonic() < deadline, f"{task_id} never reached the dead-letter queue"
+        time.sleep(0.5)

@@ -106,7 +106,7 @@ class Workers:
             replies = self.app.control.ping(
                 destination=sorted(waiting), timeout=0.05, limit=len(waiting)
             )
-            waiting -= {node for reply in replies for node in reply}
+            waiting -= {node for reply in replies or [] for node in reply}
             for node in waiting:
                 if self.running[node].poll() is not None:
                     raise RuntimeError(f"worker {node} exited\n{self.log_tail(node)}")

@@ -1,5 +1,7 @@
 """The Celery application, laid out like Celery's own examples/next-steps/proj."""
 
+from typing import Any
+
 from celery import Celery
 from celery import Task as CeleryTask
 
@@ -18,6 +20,16 @@ class Task(CeleryTask):
     retry_backoff_max = 10
     retry_jitter = True
     max_retries = 3
+    # ... but never less than 1 s. The retry message is sent before this worker records
+    # RETRY; sent with no wait, it can finish on another worker first, and the late
+    # RETRY would then overwrite its SUCCESS, leaving the caller waiting for ever.
+    retry_min_wait = 1
+
+    def retry(self, *args: Any, **options: Any) -> Any:
+        if options.get("countdown") is not None and options.get("eta") is None:
+            options["countdown"] = max(options["countdown"], self.retry_min_wait)
+        return super().retry(*args, **options)
+
     # After that, or on an error it does not retry, the message goes to the
     # dead-letter queue (deadletters.py).
     Request = "{{ cookiecutter.project_slug }}.deadletters:DeadLetteringRequest"
