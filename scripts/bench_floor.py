@@ -23,6 +23,19 @@ STOP = b"stop"
 TIMEOUT_SECONDS = 60
 
 
+def start_consumers(consumer, count: int, *args) -> list[multiprocessing.Process]:
+    """Start `count` consumer processes and return once each says it is consuming."""
+    ready = multiprocessing.Semaphore(0)
+    processes = [
+        multiprocessing.Process(target=consumer, args=(*args, ready)) for _ in range(count)
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.acquire()
+    return processes
+
+
 def redis_client(url: str):
     import redis
 
@@ -42,15 +55,7 @@ def redis_consumer(url: str, requests: str, replies: str, ready) -> None:
 def redis_floor(url: str, messages: int, consumers: int) -> float:
     client = redis_client(url)
     requests, replies = f"floor-{uuid.uuid4().hex}", f"floor-reply-{uuid.uuid4().hex}"
-    ready = multiprocessing.Semaphore(0)
-    processes = [
-        multiprocessing.Process(target=redis_consumer, args=(url, requests, replies, ready))
-        for _ in range(consumers)
-    ]
-    for process in processes:
-        process.start()
-    for _ in processes:
-        ready.acquire()
+    processes = start_consumers(redis_consumer, consumers, url, requests, replies)
     body = json.dumps({"task": "add", "args": [1, 2]}).encode()
     started = time.perf_counter()
     for _ in range(messages):
@@ -109,15 +114,7 @@ def amqp_floor(url: str, messages: int, consumers: int) -> float:
     requests, replies = f"floor-{uuid.uuid4().hex}", f"floor-reply-{uuid.uuid4().hex}"
     for queue in (requests, replies):
         channel.queue_declare(queue, durable=False, auto_delete=False)
-    ready = multiprocessing.Semaphore(0)
-    processes = [
-        multiprocessing.Process(target=amqp_consumer, args=(url, requests, replies, ready))
-        for _ in range(consumers)
-    ]
-    for process in processes:
-        process.start()
-    for _ in processes:
-        ready.acquire()
+    processes = start_consumers(amqp_consumer, consumers, url, requests, replies)
     received = []
     tag = channel.basic_consume(replies, callback=received.append, no_ack=True)
     body = json.dumps({"task": "add", "args": [1, 2]}).encode()
