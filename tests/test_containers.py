@@ -138,6 +138,32 @@ def test_app_runs_the_sample_tasks_on_the_workers(stack, engine, record_property
     )
 
 
+def test_a_healthcheck_that_never_passes_fails_up_wait(engine, bake, tmp_path):
+    """The harness's healthcheck runs do not let a failing check pass: `up --wait` fails,
+    naming the service. (A compose file of the test's own, not a rendered one, on the
+    first variant's base image.)"""
+    dockerfile = (bake(container_variants()[0]) / "Dockerfile").read_text(encoding="utf-8")
+    image = re.search(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)[1]
+    (tmp_path / "compose.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            services:
+              never-healthy:
+                image: {image}
+                command: ["sleep", "600"]
+                healthcheck:
+                  test: ["CMD", "false"]
+                  interval: 2s
+                  retries: 2
+            """
+        ),
+        encoding="utf-8",
+    )
+    failure = pytest.raises(AssertionError, match=r"did not pass: never-healthy \(")
+    with ComposeStack(engine, tmp_path) as stack, failure:
+        stack.up_wait(["never-healthy"], wait_seconds=60)
+
+
 @pytest.mark.only_variants(use_flower=True)
 def test_flower_answers_with_its_password_only(stack):
     """Flower, published on 127.0.0.1, refuses a request without the password and answers
@@ -214,7 +240,6 @@ def in_app_container(stack: ComposeStack, code: str, marker: str, timeout: float
     return json.loads(lines[-1].removeprefix(marker + " "))
 
 
-@pytest.mark.only_variants(broker="rabbitmq")
 def test_killed_worker_and_restarted_broker_lose_no_task(stack, engine, record_property):
     """With tasks in flight, a worker container SIGKILLed and the broker container
     restarted: every task still ends SUCCESS with its right result."""
