@@ -260,6 +260,9 @@ class ComposeStack:
                 f"{', '.join(self.unhealthy_services()) or 'none (see output)'}\n"
                 f"{result.stderr[-3000:]}\n{self.health_report()}\n{self.logs(tail=30)}"
             )
+        # Compose's word checked with the engine's own: every check has passed.
+        not_healthy = [name for name in self.unhealthy_services() if name.split()[0] in services]
+        assert not not_healthy, f"up --wait returned with these not healthy: {not_healthy}"
         return elapsed
 
     def logs(self, *services: str, tail: int | None = None, prefix: bool = True) -> str:

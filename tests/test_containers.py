@@ -44,7 +44,9 @@ from containerstack import ComposeStack, engine_session, ensure_standins
 from localstack import free_port
 from variants import container_variants, variant_id
 
-pytestmark = pytest.mark.container
+# One xdist group: under `scripts/run-tests --containers` (-n 4 --dist loadgroup) the
+# tier still runs on one worker, one image build and one stack at a time.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group("containers")]
 
 WAIT_SECONDS = 300
 APP_SECONDS = 300
