@@ -10,6 +10,10 @@ from {{ cookiecutter.project_slug }}.celery import app
 @pytest.fixture(scope="session")
 def worker():
     """A worker consuming from the real broker for the whole test session."""
-    # Threads let long_task report progress while the test reads it.
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+    # Threads let long_task report progress while the test reads it. The in-thread
+    # worker sees the stop only when its event loop next wakes, which can be 10 s away
+    # (kombu's longest poll), so Celery's default 10 s wait for it is too short.
+    with start_worker(
+        app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=30
+    ):
         yield

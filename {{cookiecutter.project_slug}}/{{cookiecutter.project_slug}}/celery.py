@@ -4,6 +4,9 @@ from typing import Any
 
 from celery import Celery
 from celery import Task as CeleryTask
+{%- if cookiecutter.result_backend == "postgresql" %}
+from celery.signals import worker_init
+{%- endif %}
 
 # Imported for its signal handlers: JSON or text log lines, by LOG_FORMAT (logs.py).
 from . import logs  # noqa: F401
@@ -43,3 +46,15 @@ app: Celery = Celery(
 )
 # All settings, each with its reason, live in config.py.
 app.config_from_object("{{ cookiecutter.project_slug }}.config")
+{%- if cookiecutter.result_backend == "postgresql" %}
+
+
+@worker_init.connect
+def _set_up_result_backend(sender: Any, **_: Any) -> None:
+    """Set up the result backend in the worker's main process, before the pool forks."""
+    # Celery's database backend pools its connections in a pool process only if it was
+    # set up before that process was forked; set up after, it opens and closes a new
+    # PostgreSQL connection for every result: 4x the worker's CPU time per `add`
+    # (BENCHMARKS.md). The start-up banner used to set it up; --quiet leaves that out.
+    sender.app.backend  # noqa: B018
+{%- endif %}
