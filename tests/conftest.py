@@ -7,6 +7,14 @@ from localstack import shared_server_inventory
 from variants import TEMPLATE_DIR, variant_id
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--containers",
+        action="store_true",
+        help="also run the container tier (marker `container`), which -m does not name",
+    )
+
+
 def pytest_configure(config):
     # pytest-cookies bakes the template named here, wherever pytest was started.
     config.option.template = str(TEMPLATE_DIR)
@@ -38,18 +46,37 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+def deselect_container_tier(config, items) -> None:
+    """The container tier (images built, stacks started: minutes, and a container engine)
+    runs only when asked: with --containers, or with a -m expression that names it (e.g.
+    `-m container`); `-m "not run"`, `-m run` and no -m leave it out."""
+    if config.getoption("containers") or "container" in (config.option.markexpr or ""):
+        return
+    deselected = [item for item in items if item.get_closest_marker("container")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("container")]
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items):
-    """Keep each run-tier variant's tests together, so that its stack starts once."""
+def pytest_collection_modifyitems(config, items):
+    """Keep each run-tier variant's tests together, so that its stack starts once; leave
+    out the container tier unless asked for."""
+    deselect_container_tier(config, items)
     first_position: dict[str, int] = {}
 
-    def position(numbered_item) -> int:
+    def position(numbered_item) -> tuple[int, int]:
         number, item = numbered_item
         callspec = getattr(item, "callspec", None)
         variant = callspec.params.get("stack") if callspec else None
         if variant is None:
-            return number
-        return first_position.setdefault(variant_id(variant), number)
+            return (number, 0)
+        # The container tier's tests run in the order of their module (its fault test
+        # last); the run tier's keep the order pytest gave them.
+        in_order = (
+            item.function.__code__.co_firstlineno if item.get_closest_marker("container") else 0
+        )
+        return (first_position.setdefault(variant_id(variant), number), in_order)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=position)]
 

@@ -111,6 +111,14 @@ def test_template_workflow_runs_both_tiers_with_every_python():
     assert admin["password"] == postgres_password and admin["user"] == "postgres"
 
 
+def test_template_workflow_runs_the_container_tier_with_docker():
+    """The template's CI runs the container tier's script on a runner with Docker, where it
+    uses the official images rather than this machine's stand-ins."""
+    job = load_workflow(TEMPLATE_WORKFLOW)["jobs"]["containers"]
+    assert job["runs-on"].startswith("ubuntu-")
+    assert step_commands(job) == ["scripts/run-container-tests"]
+
+
 def test_template_tool_pins_match_the_rendered_dev_group(bake):
     """The project's CI and hooks pin ruff, mypy and the stubs as the static tier runs them."""
     template = tomllib.loads((TEMPLATE_DIR / "pyproject.toml").read_text(encoding="utf-8"))

@@ -93,3 +93,20 @@ def covering_variants() -> list[dict]:
         variant.update(dict.fromkeys(booleans, switched_on))
         variants.append(variant)
     return variants
+
+
+def container_variants() -> list[dict]:
+    """A few variants that between them have every answer of every choice and boolean
+    (each python_version, broker and result_backend, Flower and Beat on and off), as
+    many as the longest list of answers: variant i takes answer i of each axis, shifted
+    by the axis's position from the second round on, so that answers meet in new pairs
+    rather than repeating the first variant. The container tier builds and starts each."""
+    count = max(len(values) for values in AXES.values())
+    variants = []
+    for index in range(count):
+        variant = {}
+        for position, (name, values) in enumerate(AXES.items()):
+            shift = (index // len(values)) * position
+            variant[name] = values[(index + shift) % len(values)]
+        variants.append(variant)
+    return variants
