@@ -3,8 +3,8 @@ run with the real Docker Compose v2; the app service runs the sample tasks on th
 containers, and a killed worker container and a restarted broker container lose no task.
 
 Runs last in `scripts/run-tests`; alone: `scripts/run-container-tests` (or `pytest -m
-container`, or `--containers`). The variants (variants.container_variants) have every python_version,
-broker and result_backend answer, and Flower and Beat, at least once.
+container`, or `--containers`). The variants (variants.container_variants) have every
+python_version, broker and result_backend answer, and Flower and Beat, at least once.
 
 Where it runs, and what differs from a user's `docker compose up`:
 - On GitHub (the template's CI, job "containers"), with Docker and the official images

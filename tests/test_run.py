@@ -266,8 +266,11 @@ def test_pool_processes_keep_their_postgresql_connections(stack):
     """Each pool process keeps one PostgreSQL connection for its results, instead of
     opening and closing one per result (which cost 4x the worker's CPU per task)."""
     database = stack.services["postgres"]["environment"]["POSTGRES_DB"]
-    results = [stack.celery.send_task(task(stack, "add"), args=(i, i)) for i in range(100)]
-    assert [result.get(timeout=RESULT_TIMEOUT) for result in results] == [2 * i for i in range(100)]
+    # Sums from 1000 up: the Beat test counts the worker log's results of 42.
+    results = [stack.celery.send_task(task(stack, "add"), args=(i, 1000)) for i in range(100)]
+    assert [result.get(timeout=RESULT_TIMEOUT) for result in results] == [
+        1000 + i for i in range(100)
+    ]
     with psycopg.connect(POSTGRES_ADMIN) as connection:
         open_connections = connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
@@ -675,6 +678,9 @@ def test_sigterm_lets_the_running_task_finish(stack):
     wait_for_workers(stack)
 
 
+LONG_SECONDS = 20
+
+
 @FAULT_VARIANTS
 def test_killed_worker_loses_no_task(stack, record_property):
     """SIGKILL to one worker's whole process group with tasks in flight: every task still
@@ -682,9 +688,10 @@ def test_killed_worker_loses_no_task(stack, record_property):
     victim_name = stack.worker_names[0]
     victim = stack.process(victim_name.split("@")[0])
     # Enough long tasks to keep every pool process busy, the victim's included, and
-    # 1,000 adds queued behind them.
+    # 1,000 adds queued behind them. Long enough for `inspect active` to see one on a
+    # busy machine, where a reply can take its whole 5 s timeout (5 s tasks were missed).
     longs = [
-        stack.celery.send_task(task(stack, "long_task"), args=(5,))
+        stack.celery.send_task(task(stack, "long_task"), args=(LONG_SECONDS,))
         for _ in range(pool_slots(stack))
     ]
     adds = [stack.celery.send_task(task(stack, "add"), args=(n, n)) for n in range(1000)]
@@ -695,7 +702,7 @@ def test_killed_worker_loses_no_task(stack, record_property):
     for number, result in enumerate(adds):
         assert result.get(timeout=3 * RESULT_TIMEOUT) == 2 * number
     for result in longs:
-        assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == "worked for 5 s"
+        assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == f"worked for {LONG_SECONDS} s"
     recovered_after = time.monotonic() - killed_at
     wait_for_workers(stack)
     record_property(
@@ -761,7 +768,9 @@ def test_broker_restart_loses_no_task(stack, tmp_path, record_property):
                 number
             )
         for result in longs:
-            assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == "worked for 5 s"
+            assert (
+                result.get(timeout=3 * RESULT_TIMEOUT)["status"] == f"worked for {LONG_SECONDS} s"
+            )
         drained_after = time.monotonic() - restarted_at
         own.stop_workers()
     record_property(
