@@ -768,9 +768,7 @@ def test_broker_restart_loses_no_task(stack, tmp_path, record_property):
                 number
             )
         for result in longs:
-            assert (
-                result.get(timeout=3 * RESULT_TIMEOUT)["status"] == f"worked for {LONG_SECONDS} s"
-            )
+            assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == "worked for 5 s"
         drained_after = time.monotonic() - restarted_at
         own.stop_workers()
     record_property(
