@@ -2,7 +2,9 @@
 processes together) and the client that sends it and reads its result. scripts/bench runs
 it in a project's virtual environment, for the generated app and for stock Celery.
 
-    python bench_cpu.py APP_MODULE --worker-command "celery --app=M worker ..." --tasks N
+    python bench_cpu.py PACKAGE [--app M] --worker-command "celery --app=M worker ..." --tasks N
+
+PACKAGE is the rendered project's package: its bench module finds the app and its add.
 
 On a machine shared with other work, throughput in tasks/s moves with the load; CPU
 seconds spent per task move much less, so they show what a setting costs. The worker is
@@ -63,14 +65,15 @@ def worker_run(app, add, worker_command: list[str], tasks: int) -> tuple[float, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("app", help="module of the Celery app (with a task named *.add)")
+    parser.add_argument("package", help="the project's package, whose bench module is used")
+    parser.add_argument("--app", help="module of the Celery app (default: the package)")
     parser.add_argument("--worker-command", required=True, help="how to start one worker")
     parser.add_argument("--tasks", type=int, default=2000, help="adds in the group")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of worker runs")
     args = parser.parse_args()
-    app = importlib.import_module(args.app).app
-    app.loader.import_default_modules()
-    add = next(task for name, task in app.tasks.items() if name.endswith(".add"))
+    bench = importlib.import_module(f"{args.package}.bench")
+    app = bench.load_app(args.app or args.package)
+    add = bench.task_named(app, "add")
     command = shlex.split(args.worker_command)
     worker_us, client_us = [], []
     for _ in range(args.rounds):

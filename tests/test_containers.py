@@ -40,6 +40,7 @@ from base64 import b64encode
 from datetime import datetime
 
 import pytest
+from composefile import compose_model
 from containerstack import ComposeStack, engine_session, ensure_standins
 from localstack import free_port
 from variants import container_variants, variant_id
@@ -65,13 +66,12 @@ def pytest_generate_tests(metafunc):
 
 
 def registry_images(project) -> set[str]:
-    """The registry images a rendered project names: its Dockerfile's FROM lines and its
-    compose.yaml's image: keys of services that are not built."""
+    """The registry images a rendered project names: its Dockerfile's FROM lines and the
+    images of the compose services that are not built."""
     dockerfile = (project / "Dockerfile").read_text(encoding="utf-8")
     images = set(re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE))
-    compose = (project / "compose.yaml").read_text(encoding="utf-8")
-    images |= set(re.findall(r"^\s+image:\s+(\S+:\S+-alpine)\s*$", compose, re.MULTILINE))
-    return images
+    services = compose_model(project)["services"].values()
+    return images | {service["image"] for service in services if "build" not in service}
 
 
 @pytest.fixture(scope="session")
