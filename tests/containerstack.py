@@ -87,6 +87,57 @@ def ensure_standins(engine: Engine, images: set[str]) -> None:
     assert result.returncode == 0, f"scripts/standin-images failed:\n{result.stderr[-4000:]}"
 
 
+# Two containers on the Compose project's own network, each with `init: true`, as every
+# rendered service has: the probe finds its peer by service name, as the worker finds
+# `redis` or `rabbitmq`. The image is one the tier uses anyway (a stand-in on podman).
+PREFLIGHT_COMPOSE = """\
+services:
+  peer:
+    image: {image}
+    init: true
+    command: ["python", "-c", "import time; time.sleep(120)"]
+  probe:
+    image: {image}
+    init: true
+    depends_on: [peer]
+    command:
+      - python
+      - -c
+      - |
+        import socket, sys
+        try:
+            socket.getaddrinfo("peer", 80)
+        except OSError as error:
+            sys.exit(f"PREFLIGHT-DNS: {{error}}")
+"""
+
+# What a failed preflight means, by what the engine or the probe said; podman's package
+# names, because only the podman path installs anything (scripts/container-engine).
+PREFLIGHT_PROBLEMS = {
+    "container-init": "`init: true` cannot start: no container-init binary (podman: catatonit)",
+    "PREFLIGHT-DNS": "containers cannot resolve service names on a Compose network "
+    "(podman 4.3 with CNI: golang-github-containernetworking-plugin-dnsname)",
+}
+
+
+def preflight(engine: Engine, image: str, workdir: Path) -> str | None:
+    """What the engine lacks for the rendered compose.yaml, in one line, or None: a
+    container with `init: true` must start on a Compose network and resolve another by
+    its service name. Seconds, where a variant's image build takes minutes."""
+    (workdir / "compose.yaml").write_text(PREFLIGHT_COMPOSE.format(image=image))
+    with ComposeStack(engine, workdir) as stack:
+        up = ["up", "--abort-on-container-exit", "--exit-code-from", "probe"]
+        result = stack.compose(*up, timeout=180, check=False)
+    if result.returncode == 0:
+        return None
+    said = result.stdout + result.stderr
+    for sign, problem in PREFLIGHT_PROBLEMS.items():
+        if sign in said:
+            return problem
+    last_lines = " | ".join(said.strip().splitlines()[-3:])
+    return f"a two-container Compose project with `init: true` failed: {last_lines}"
+
+
 class HealthcheckDriver:
     """Runs the healthchecks of a Compose project's containers, as Docker's engine does by
     itself: each container's check again a second after its last one ended."""

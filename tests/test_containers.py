@@ -41,7 +41,7 @@ from datetime import datetime
 
 import pytest
 from composefile import compose_model
-from containerstack import ComposeStack, engine_session, ensure_standins
+from containerstack import ComposeStack, engine_session, ensure_standins, preflight
 from localstack import free_port
 from variants import container_variants, variant_id
 
@@ -75,8 +75,9 @@ def registry_images(project) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def engine(bake):
-    """The container engine, with the stand-in images every container variant needs."""
+def engine(bake, tmp_path_factory):
+    """The container engine, with the stand-in images every container variant needs; the
+    whole run stops at once, with one line, if the engine fails the preflight."""
     with engine_session() as running:
         started = time.monotonic()
         images = set()
@@ -84,6 +85,10 @@ def engine(bake):
             images |= registry_images(bake(variant))
         ensure_standins(running, images)
         running.standin_seconds = time.monotonic() - started
+        python_image = min(image for image in images if image.startswith("python:"))
+        problem = preflight(running, python_image, tmp_path_factory.mktemp("preflight"))
+        if problem:
+            pytest.exit(f"container tier preflight: the engine cannot run the stacks: {problem}", 1)
         yield running
 
 
