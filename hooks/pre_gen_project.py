@@ -17,16 +17,27 @@ IMPORTED_PACKAGES = {
     "typing_extensions", "tzdata", "vine", "yaml",
 }
 SLUG_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+# Every rendered line that names the package is written to fit ruff's 100 columns with a
+# name this long, and names made from it stay within PostgreSQL's 63-byte identifiers and
+# a DNS label's 63 characters (Kubernetes names, with suffixes such as "-flower").
+SLUG_MAX_LENGTH = {{ cookiecutter._slug_max_length }}
+# The project's own top-level folders: a package of the same name would be rendered into
+# one of them.
+PROJECT_FOLDERS = {"scripts", "tests"}
 WORKER_COUNT_RANGE = range(1, 65)
 
 
 def slug_problem(slug: str) -> str | None:
     if not SLUG_PATTERN.fullmatch(slug):
         return "a lowercase Python identifier (a-z, 0-9, _; not starting with a digit)"
+    if len(slug) > SLUG_MAX_LENGTH:
+        return f"at most {SLUG_MAX_LENGTH} characters"
     if keyword.iskeyword(slug):
         return "a name that is not a Python keyword"
     if slug in IMPORTED_PACKAGES or slug in sys.stdlib_module_names:
         return "a name that does not shadow a package the project imports"
+    if slug in PROJECT_FOLDERS:
+        return f"a name other than the project's folders ({', '.join(sorted(PROJECT_FOLDERS))})"
     return None
 
 

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from cookiecutter.main import cookiecutter
 from localstack import shared_server_inventory
 from variants import TEMPLATE_DIR, variant_id
 
@@ -34,6 +36,39 @@ def bake(cookies_session):
         return projects[key]
 
     return bake_variant
+
+
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory) -> Path:
+    """A mypy cache for every project this test process checks (tools.mypy)."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+@pytest.fixture(scope="session")
+def bake_answers(tmp_path_factory):
+    """bake_answers(**answers) -> (output_dir, exception): a bake in this process, no prompts."""
+    home = tmp_path_factory.mktemp("cookiecutter_home")
+    # Keeps cookiecutter's replay files and clones out of the user's home.
+    config = home / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"replay_dir": str(home / "replay"), "cookiecutters_dir": str(home / "c")})
+    )
+
+    def bake(**answers) -> tuple[Path, Exception | None]:
+        output_dir = tmp_path_factory.mktemp("bake")
+        try:
+            cookiecutter(
+                str(TEMPLATE_DIR),
+                no_input=True,
+                extra_context=answers,
+                output_dir=str(output_dir),
+                config_file=str(config),
+            )
+        except Exception as error:  # a refusal; the caller checks it
+            return output_dir, error
+        return output_dir, None
+
+    return bake
 
 
 @pytest.hookimpl(wrapper=True)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cookiecutter.main import cookiecutter
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_answers import bake_cli
-from variants import COOKIECUTTER_JSON, TEMPLATE_DIR
+from variants import COOKIECUTTER_JSON
 
 FREE_TEXT_FIELDS = ["project_name", "description", "author_name"]
 # project_name also makes the default package name; a fixed one keeps this about the text.
@@ -131,33 +130,6 @@ DEPENDS_ON_FIELD = [
     ("next line\x85(C1)", set()),
     ("backspace\x08", set()),
 ]
-
-
-@pytest.fixture(scope="session")
-def bake_answers(tmp_path_factory):
-    """bake_answers(**answers) -> (output_dir, exception): a bake in this process, no prompts."""
-    home = tmp_path_factory.mktemp("cookiecutter_home")
-    # Keeps cookiecutter's replay files and clones out of the user's home.
-    config = home / "config.yaml"
-    config.write_text(
-        yaml.safe_dump({"replay_dir": str(home / "replay"), "cookiecutters_dir": str(home / "c")})
-    )
-
-    def bake(**answers) -> tuple[Path, Exception | None]:
-        output_dir = tmp_path_factory.mktemp("bake")
-        try:
-            cookiecutter(
-                str(TEMPLATE_DIR),
-                no_input=True,
-                extra_context=answers,
-                output_dir=str(output_dir),
-                config_file=str(config),
-            )
-        except Exception as error:  # a refusal; the caller checks it
-            return output_dir, error
-        return output_dir, None
-
-    return bake
 
 
 def read_exactly(path: Path) -> str:

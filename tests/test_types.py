@@ -8,26 +8,17 @@ spread the Python versions (variants.covering_variants) check what all variants 
 fraction of the time (mypy takes seconds per project).
 """
 
-import subprocess
-
 import pytest
-from tools import BIN
+from tools import mypy
 from variants import covering_variants, variant_id
 
 
 @pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
-def test_mypy_is_clean(bake, variant, tmp_path):
+def test_mypy_is_clean(bake, variant, mypy_cache):
     """mypy, configured by the rendered pyproject.toml, finds no error in any Python file."""
     project = bake(variant)
     # The cache goes elsewhere: the baked project is shared with tests that read every file.
-    result = subprocess.run(
-        [BIN / "mypy", "--cache-dir", tmp_path / "mypy-cache"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = mypy(project, mypy_cache)
     assert result.returncode == 0, result.stdout + result.stderr
     # The configured paths reach every Python file of the project, none is left out.
     python_files = list(project.rglob("*.py"))

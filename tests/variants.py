@@ -24,6 +24,16 @@ def _axes() -> dict[str, list]:
 
 AXES = _axes()
 DEFAULTS = {name: values[0] for name, values in AXES.items()}
+SLUG_MAX_LENGTH = COOKIECUTTER_JSON["_slug_max_length"]
+
+
+def edge_slugs() -> list[str]:
+    """Package names the pre-generation hook accepts that the default does not try: the
+    longest allowed, the shortest, a leading and a doubled underscore, digits, and names
+    the project also uses for its modules and its Celery app."""
+    longest = "customer_invoice_reconciliation_services_for_emea_and_apac"[:SLUG_MAX_LENGTH]
+    assert len(longest) == SLUG_MAX_LENGTH, "make the longest name longer"
+    return [longest, "x", "_private", "billing__v2_2024", "tasks", "config", "logs", "app"]
 
 
 def _all_variants() -> list[dict]:
@@ -44,6 +54,8 @@ def variant_id(variant: dict) -> str:
             parts.append(f"py{value}")
         elif name == "worker_count":
             parts.append(f"{value}workers")
+        elif name == "project_slug":
+            parts.append(value)
         elif name in AXES:
             parts.append(str(value))
         else:
@@ -59,16 +71,21 @@ def with_defaults(**answers) -> dict:
 def run_variants() -> list[dict]:
     """Every combination of the choices except python_version, which is spread over them
     (each version runs at least once) instead of multiplying their number; worker_count
-    varies too, so that more than the default number of workers is proven."""
+    varies too, so that more than the default number of workers is proven, and so does
+    the package name: the default, the longest allowed and the shortest (edge_slugs)."""
     versions = AXES["python_version"]
     others = {name: values for name, values in AXES.items() if name != "python_version"}
     default_workers = int(COOKIECUTTER_JSON["worker_count"])
     worker_counts = [default_workers, 1, default_workers + 1]
+    slugs = [None, *edge_slugs()[:2]]  # None: the one made from the default project_name
     variants = []
     for index, values in enumerate(itertools.product(*others.values())):
         variant = {"python_version": versions[index % len(versions)]}
         variant.update(zip(others, values, strict=True))
         variant["worker_count"] = str(worker_counts[index // len(versions) % len(worker_counts)])
+        slug = slugs[index // 2 % len(slugs)]
+        if slug is not None:
+            variant["project_slug"] = slug
         variants.append(variant)
     return variants
 

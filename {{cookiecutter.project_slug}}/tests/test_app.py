@@ -1,5 +1,4 @@
-"""The app (`python -m {{ cookiecutter.project_slug }}`): its options and its JSON document,
-with the tasks run by a real worker."""
+"""The app: its options and its JSON document, with the tasks run by a real worker."""
 
 import json
 

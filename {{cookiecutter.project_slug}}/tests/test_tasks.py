@@ -5,7 +5,13 @@ import time
 import pytest
 
 from {{ cookiecutter.project_slug }} import deadletters
-from {{ cookiecutter.project_slug }}.tasks import TransientError, add, flaky, long_task, process_data
+from {{ cookiecutter.project_slug }}.tasks import (
+    TransientError,
+    add,
+    flaky,
+    long_task,
+    process_data,
+)
 
 TIMEOUT = 60
 

@@ -1,4 +1,7 @@
-"""Celery tasks and the app that runs them; `celery --app={{ cookiecutter.project_slug }}` finds `app` here."""
+"""Celery tasks and the app that runs them.
+
+`celery --app={{ cookiecutter.project_slug }}` finds `app` here.
+"""
 
 from .celery import app
 

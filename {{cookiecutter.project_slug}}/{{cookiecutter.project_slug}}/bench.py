@@ -1,7 +1,9 @@
 """Measure this Celery setup on the configured broker and result backend.
 
-    python -m {{ cookiecutter.project_slug }}.bench           # a table
-    python -m {{ cookiecutter.project_slug }}.bench --json    # the same figures as one JSON object
+A table, or the same figures as one JSON object:
+
+    python -m {{ cookiecutter.project_slug }}.bench
+    python -m {{ cookiecutter.project_slug }}.bench --json
 
 It measures add throughput (a group of --tasks adds, results on), the round trip of
 single adds sent one after the other (p50, p99), worker cold start (process start to

@@ -8,8 +8,10 @@ in its headers, and only then acknowledges the original: a crash in between leav
 duplicate dead letter, never a lost one. It works the same on Redis and RabbitMQ
 (RabbitMQ's own dead-letter exchanges keep no reason, and Redis has none).
 
-    python -m {{ cookiecutter.project_slug }}.deadletters list            # one line per dead letter
-    python -m {{ cookiecutter.project_slug }}.deadletters replay [ID...]  # send back to its queue
+One line per dead letter; then send some or all back to their queue:
+
+    python -m {{ cookiecutter.project_slug }}.deadletters list
+    python -m {{ cookiecutter.project_slug }}.deadletters replay [ID...]
 """
 
 import argparse

@@ -1,0 +1,101 @@
+"""Static tier: the package names users type, not only the default. Every name the hook
+accepts renders a project that passes its own `make lint` (ruff check, ruff format
+--check, mypy); every other name is refused with one line. The run tier runs the longest
+and the shortest name too (variants.run_variants)."""
+
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from tools import BIN, mypy, run
+from variants import (
+    AXES,
+    SLUG_MAX_LENGTH,
+    covering_variants,
+    edge_slugs,
+    variant_id,
+    with_defaults,
+)
+
+# The Python code varies by the package name and by the blocks the covering variants
+# render between them (see test_types.py).
+NAMED_VARIANTS = [
+    {**variant, "project_slug": slug} for slug in edge_slugs() for variant in covering_variants()
+]
+EVERYTHING_ON = with_defaults(
+    **{name: True for name, values in AXES.items() if isinstance(values[0], bool)}
+)
+
+
+def lint_problems(project) -> str:
+    """What ruff check and ruff format --check find in the project; empty when clean."""
+    found = []
+    for command in (["check", "."], ["format", "--check", "--diff", "."]):
+        result = run(BIN / "ruff", *command, cwd=project)
+        if result.returncode != 0:
+            found.append(result.stdout + result.stderr)
+    return "\n".join(found)
+
+
+def test_the_longest_allowed_name_is_tested():
+    """The names tried include one of exactly the longest length the hook allows."""
+    assert max(len(slug) for slug in edge_slugs()) == SLUG_MAX_LENGTH
+
+
+@pytest.mark.parametrize("variant", NAMED_VARIANTS, ids=variant_id)
+def test_accepted_name_renders_a_ruff_clean_project(bake, variant):
+    """ruff check and ruff format --check pass whatever the package name's length or form."""
+    assert not lint_problems(bake(variant))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{**EVERYTHING_ON, "project_slug": slug} for slug in edge_slugs()],
+    ids=variant_id,
+)
+def test_accepted_name_renders_a_type_clean_project(bake, variant, mypy_cache):
+    """mypy passes whatever the package name, names of the package's own modules included."""
+    project = bake(variant)
+    result = mypy(project, mypy_cache)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_project_folder_is_refused_as_a_name(bake, bake_answers, capfd):
+    """A package named like one of the project's top-level folders would be rendered into
+    it; the hook refuses each such name with one line, and nothing is left on disk."""
+    project = bake(EVERYTHING_ON)
+    folders = sorted(path.name for path in project.iterdir() if path.is_dir())
+    for name in folders:
+        if name == project.name or name.startswith("."):
+            continue  # the package itself; a dot-name is no identifier anyway
+        capfd.readouterr()
+        output_dir, error = bake_answers(project_slug=name)
+        stderr = capfd.readouterr().err
+        assert error is not None, f"{name!r} was accepted"
+        assert f"ERROR: project_slug {name!r} is not allowed; allowed: " in stderr, stderr
+        assert list(output_dir.iterdir()) == []
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(slug=st.from_regex(r"[a-z_][a-z0-9_]{0,45}", fullmatch=True))
+def test_any_identifier_renders_ruff_clean_or_is_refused(bake_answers, capfd, slug):
+    """Any lowercase identifier, up to a few characters past the limit, renders a ruff-clean
+    project or is refused with one line naming project_slug."""
+    capfd.readouterr()
+    output_dir, error = bake_answers(project_slug=slug)
+    stderr = capfd.readouterr().err
+    event("rendered" if error is None else "refused")
+    if error is None:
+        assert len(slug) <= SLUG_MAX_LENGTH
+        assert not lint_problems(output_dir / slug)
+    else:
+        assert f"ERROR: project_slug {slug!r} is not allowed; allowed: " in stderr, stderr
+        assert list(output_dir.iterdir()) == []
+    shutil.rmtree(output_dir)
