@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from variants import TEMPLATE_DIR
+from variants import SLUG_MAX_LENGTH, TEMPLATE_DIR
 
 COOKIECUTTER = Path(sys.executable).with_name("cookiecutter")
 
@@ -29,6 +29,8 @@ BAD_ANSWERS = [
     ("project_slug", "json"),
     ("project_slug", "tests"),
     ("project_slug", "Celery_Service"),
+    ("project_slug", "x" * (SLUG_MAX_LENGTH + 1)),
+    ("project_slug", "scripts"),
     # Taken literally, not rendered to 49, and then not an identifier.
     ("project_slug", "{{ 7*7 }}"),
 ]
