@@ -44,9 +44,13 @@ def distinct_rendered_files(bake, relative: Path) -> list[Path]:
 
 def assert_locked_down(path: Path) -> None:
     """No token permission by default, contents: read where a job checks out, actions
-    pinned to commits, and a final job that fails unless every other job succeeded."""
+    pinned to commits, only pull requests' runs cancelled by newer ones, and a final job
+    that fails unless every other job succeeded."""
     workflow = load_workflow(path)
     assert workflow["permissions"] == {}, path
+    # Only a pull request's newer push cancels a run; every push to main runs to the end.
+    cancel = workflow["concurrency"]["cancel-in-progress"]
+    assert cancel == "${{ github.event_name == 'pull_request' }}", path
     for line in path.read_text(encoding="utf-8").splitlines():
         if "uses:" in line:
             assert PINNED_USES.search(line.strip()), f"{path}: not pinned: {line.strip()}"
