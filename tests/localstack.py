@@ -1,18 +1,17 @@
 """A rendered project's Compose services, run as local processes on this machine.
 
-What runs is what a user runs: each service's command and environment come from
-compose.yaml through the real Compose parser. Three things differ, because local
-processes share one host where containers each have their own:
-- host names: URLs that name a Compose service (redis, rabbitmq, postgres) are
-  pointed at the servers on localhost;
-- isolation: each stack gets its own redis-server (on a free port, started with the
-  redis service's own command), its own RabbitMQ vhost and user, and its own
-  PostgreSQL role and database, all removed again when the stack closes;
-- worker node names: replicas of a container differ by host name, local processes
-  get --hostname=workerN@%h instead.
+What runs is what a user's `make local` runs: the rendered scripts/local.py plans the
+processes (each service's command and environment from compose.yaml, read here through
+the real Compose parser; URLs that name a server pointed at a local address; worker
+replicas told apart by --hostname=workerN@%h), and this harness starts that plan. What it
+adds is isolation, so that stacks run side by side: each stack gets its own
+redis-server (on a free port, started with the redis service's own command), its own
+RabbitMQ vhost and user, and its own PostgreSQL role and database, all removed again
+when the stack closes.
 """
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -21,7 +20,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from types import ModuleType
 
 import kombu
 import psycopg
@@ -74,6 +73,16 @@ def make_venv(project: Path, version: str, venv: Path) -> Path:
         )
         assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}{result.stderr}"
     return venv
+
+
+def local_runner(project: Path) -> ModuleType:
+    """The project's scripts/local.py, the runner `make local` ships, as a module."""
+    path = project / "scripts" / "local.py"
+    spec = importlib.util.spec_from_file_location(f"local_{uuid.uuid4().hex}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class LocalProcess:
@@ -148,6 +157,9 @@ class LocalStack:
         self.model = compose_model(project, env=self.isolation)
         self.services = self.model["services"]
         self.addresses: dict[str, tuple[str, int]] = {}
+        # What `make local` would start, once the servers' addresses are known.
+        self.plan: list[dict] = []
+        self.worker_nodes: dict[str, str] = {}  # Celery node name -> process name
 
     def __enter__(self) -> "LocalStack":
         try:
@@ -159,6 +171,10 @@ class LocalStack:
                 )
             if "postgres" in self.services:
                 self.addresses["postgres"] = self._provision_postgres()
+            local_addresses = {
+                name: f"{host}:{port}" for name, (host, port) in self.addresses.items()
+            }
+            self.plan = local_runner(self.project).plan(self.model, local_addresses)
         except BaseException:
             self.close()
             raise
@@ -284,34 +300,28 @@ class LocalStack:
 
     # -- the project's services --------------------------------------------------
 
+    def planned(self, service: str) -> list[dict]:
+        """The service's processes in scripts/local.py's plan (a worker per replica)."""
+        processes = [process for process in self.plan if process["service"] == service]
+        assert processes, f"scripts/local.py plans no process for {service}"
+        return processes
+
     def environment(self, service: str, **overrides: str) -> dict[str, str]:
-        """The service's environment from compose.yaml, its URLs pointed at localhost."""
+        """The service's environment as scripts/local.py plans it, URLs pointed at this
+        stack's servers."""
         env = {
             "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
             "HOME": str(self.workdir),
             "LANG": "C.UTF-8",
         }
-        for name, value in (self.services[service].get("environment") or {}).items():
-            env[name] = self.localize(value)
+        env.update(self.planned(service)[0]["environment"])
         env.update(overrides)
         return env
 
-    def localize(self, value: str) -> str:
-        """Point a URL that names a Compose service at that service's local address."""
-        if "://" not in value:
-            return value
-        url = urlsplit(value)
-        if url.hostname not in self.addresses:
-            return value
-        host, port = self.addresses[url.hostname]
-        userinfo = url.netloc.rpartition("@")[0]
-        netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-        return urlunsplit(url._replace(netloc=netloc))
-
     def command(self, service: str, argv: tuple[str, ...] = ()) -> list[str]:
-        """The service's command (or `argv` instead), its program taken from the project's
-        virtual environment."""
-        program, *args = argv or self.services[service]["command"]
+        """The service's planned command (or `argv` instead), its program taken from the
+        project's virtual environment."""
+        program, *args = argv or self.planned(service)[0]["argv"]
         installed = self.venv / "bin" / program
         assert installed.exists(), f"{service}: {program} is not installed in {self.venv}"
         return [str(installed), *args]
@@ -328,14 +338,25 @@ class LocalStack:
         return process
 
     def start_workers(self) -> list[str]:
-        """Start deploy.replicas workers; returns their node names."""
-        replicas = self.services["worker"]["deploy"]["replicas"]
-        names = []
-        for number in range(1, replicas + 1):
-            name = f"worker{number}"
-            self.start("worker", name, f"--hostname={name}@%h")
-            names.append(f"{name}@{socket.gethostname()}")
-        return names
+        """Start the planned workers (deploy.replicas of them); returns their node names."""
+        for planned in self.planned("worker"):
+            argv = tuple(planned["argv"])
+            process = LocalProcess(
+                planned["name"],
+                self.command("worker", argv),
+                self.environment("worker"),
+                self.workdir,
+                self.workdir / f"{planned['name']}.log",
+            )
+            self.processes.append(process)
+            hostnames = [arg.removeprefix("--hostname=") for arg in argv if "--hostname=" in arg]
+            node = (hostnames or ["celery@%h"])[-1].replace("%h", socket.gethostname())
+            self.worker_nodes[node] = planned["name"]
+        return list(self.worker_nodes)
+
+    def worker_process(self, node: str) -> LocalProcess:
+        """The newest process of the worker with this Celery node name."""
+        return self.process(self.worker_nodes[node])
 
     def run(
         self, service: str, *argv: str, timeout: float, **env: str

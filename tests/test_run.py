@@ -80,7 +80,7 @@ def wait_for_workers(stack: LocalStack, timeout: float = 90) -> None:
         if answered >= set(stack.worker_names):
             return
         for name in stack.worker_names:
-            process = stack.process(name.split("@")[0])
+            process = stack.worker_process(name)
             assert process.alive(), f"{process.name} exited\n{process.log_tail()}"
     raise AssertionError(f"workers {stack.worker_names} did not all answer; got {answered}")
 
@@ -665,7 +665,7 @@ FAULT_VARIANTS = pytest.mark.only_variants(use_flower=False, use_beat=False)
 def test_sigterm_lets_the_running_task_finish(stack):
     """SIGTERM to a worker running long_task is a warm shutdown: the task finishes."""
     victim_name = stack.worker_names[0]
-    victim = stack.process(victim_name.split("@")[0])
+    victim = stack.worker_process(victim_name)
     results = [
         stack.celery.send_task(task(stack, "long_task"), args=(3,))
         for _ in range(pool_slots(stack))
@@ -686,7 +686,7 @@ def test_killed_worker_loses_no_task(stack, record_property):
     """SIGKILL to one worker's whole process group with tasks in flight: every task still
     completes with the right result, on a surviving or the restarted worker."""
     victim_name = stack.worker_names[0]
-    victim = stack.process(victim_name.split("@")[0])
+    victim = stack.worker_process(victim_name)
     # Enough long tasks to keep every pool process busy, the victim's included, and
     # 1,000 adds queued behind them. Long enough for `inspect active` to see one on a
     # busy machine, where a reply can take its whole 5 s timeout (5 s tasks were missed).

@@ -119,29 +119,35 @@ def compose_model() -> tuple[dict, str]:
     return model_from_file(), "compose.yaml"
 
 
-def localize(value: str, servers: set[str]) -> str:
-    """A URL that names a server by its service name, pointed at 127.0.0.1."""
+def localize(value: str, addresses: dict[str, str | None]) -> str:
+    """A URL that names a server by its service name, pointed at the server's local address
+    ("host:port"), or at 127.0.0.1 and the URL's own port where the address is None."""
     if "://" not in value:
         return value
     url = urlsplit(value)
-    if url.hostname not in servers:
+    if url.hostname not in addresses:
         return value
+    address = addresses[url.hostname] or ("127.0.0.1" + (f":{url.port}" if url.port else ""))
     userinfo = url.netloc.rpartition("@")[0]
-    port = f":{url.port}" if url.port else ""
-    netloc = f"{userinfo}@127.0.0.1{port}" if userinfo else f"127.0.0.1{port}"
+    netloc = f"{userinfo}@{address}" if userinfo else address
     return urlunsplit(url._replace(netloc=netloc))
 
 
-def plan(model: dict) -> list[dict]:
-    """The processes to start, by name, the one-shot ones last."""
+def plan(model: dict, addresses: dict[str, str] | None = None) -> list[dict]:
+    """The processes to start, by name, the one-shot ones last. The servers (services
+    without `build:`) are not among them: their URLs point at 127.0.0.1, or at the
+    "host:port" that `addresses` gives a server (the template's tests give each stack
+    servers of its own)."""
     services = model["services"]
     servers = {name for name, service in services.items() if "build" not in service}
+    server_addresses: dict[str, str | None] = dict.fromkeys(servers)
+    server_addresses.update(addresses or {})
     processes = []
     for name, service in services.items():
         if name in servers:
             continue
         environment = {
-            key: localize(value, servers)
+            key: localize(value, server_addresses)
             for key, value in (service.get("environment") or {}).items()
         }
         replicas = (service.get("deploy") or {}).get("replicas", 1)
