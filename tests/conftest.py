@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
-from localstack import shared_server_inventory
+from localstack import run_prefix, shared_server_inventory
 from variants import TEMPLATE_DIR, variant_id
 
 
@@ -20,6 +20,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     # pytest-cookies bakes the template named here, wherever pytest was started.
     config.option.template = str(TEMPLATE_DIR)
+    # Before xdist starts its workers, which inherit it: one prefix for the whole run.
+    run_prefix()
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +139,14 @@ def pytest_sessionfinish(session):
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    leftovers = {kind: sorted(set(after[kind]) - set(before[kind])) for kind in before}
+    # Only what this run made: another run may be using the same servers meanwhile.
+    prefix = run_prefix()
+    leftovers = {
+        kind: sorted(
+            name for name in set(after[kind]) - set(before[kind]) if name.startswith(prefix)
+        )
+        for kind in before
+    }
     leftovers = {kind: names for kind, names in leftovers.items() if names}
     if leftovers:
         session.config.get_terminal_writer().line(

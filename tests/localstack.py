@@ -42,6 +42,12 @@ STARTUP_SECONDS = 90
 RABBITMQ_SERVER = os.environ.get("TEST_RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server")
 
 
+def run_prefix() -> str:
+    """The prefix of every vhost, user, role and database this test run makes on the shared
+    servers: set once per run (conftest.py), so that a run tells its own from another's."""
+    return os.environ.setdefault("TEMPLATE_TEST_RUN_PREFIX", f"t{uuid.uuid4().hex[:5]}")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -152,7 +158,7 @@ class LocalStack:
         self.processes: list[LocalProcess] = []
         self._cleanup = contextlib.ExitStack()
         # Unique names keep stacks that run side by side apart on the shared servers.
-        unique = f"t{uuid.uuid4().hex[:12]}"
+        unique = f"{run_prefix()}{uuid.uuid4().hex[:8]}"
         self.isolation = {name: unique for name in self.ISOLATED_SETTINGS}
         self.model = compose_model(project, env=self.isolation)
         self.services = self.model["services"]
