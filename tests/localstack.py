@@ -327,13 +327,14 @@ class LocalStack:
         self.processes.append(process)
         return process
 
-    def start_workers(self) -> list[str]:
-        """Start deploy.replicas workers; returns their node names."""
+    def start_workers(self, *extra_args: str, **env: str) -> list[str]:
+        """Start deploy.replicas workers, their command given `extra_args` and their
+        environment `env` besides; returns their node names."""
         replicas = self.services["worker"]["deploy"]["replicas"]
         names = []
         for number in range(1, replicas + 1):
             name = f"worker{number}"
-            self.start("worker", name, f"--hostname={name}@%h")
+            self.start("worker", name, f"--hostname={name}@%h", *extra_args, **env)
             names.append(f"{name}@{socket.gethostname()}")
         return names
 
