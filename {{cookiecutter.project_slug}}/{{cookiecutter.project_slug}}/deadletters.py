@@ -97,7 +97,8 @@ def requeue_counted(message: Message, lost_deliveries: int) -> bool:
 
 
 class PoisonMessage(Exception):
-    """The process running the task died on each of its last deliveries."""
+    """The process running the task died on dead_letter_after_lost_deliveries of its
+    deliveries."""
 
 
 class DeadLetteringRequest(BaseRequest):
@@ -111,9 +112,11 @@ class DeadLetteringRequest(BaseRequest):
     sends back a copy with the count in a header (LOST_DELIVERIES) and acknowledges the
     original, instead of requeueing it; at the cap it dead-letters it instead.
 
-    Only deaths the main process sees are counted: a worker killed whole (SIGKILL to
-    the container, a lost host) or stopped takes its count with it, and the broker
-    redelivers the message as it was. An ordinary fault thus adds at most one.
+    Only deaths the main process lives through are counted: when a worker is killed
+    whole (SIGKILL to the container, a lost host) or is shutting down, the broker
+    redelivers the message with the count it had. A pool process killed from outside
+    (the OOM killer picking it) adds one; reaching the cap takes the same message's
+    process dying on that many deliveries: the task's own doing.
     """
 
     dead_letter_reason: str | None = None
@@ -129,8 +132,9 @@ class DeadLetteringRequest(BaseRequest):
             self.lost_deliveries = int(headers.get(LOST_DELIVERIES, 0)) + 1
             cap = app.conf.dead_letter_after_lost_deliveries
             if self.lost_deliveries >= cap:
-                # Fail for good instead: Celery then acknowledges the message (and so
-                # dead-letters it, below), records FAILURE and calls the errbacks.
+                # Fail for good instead: Celery then acknowledges the message (which
+                # dead-letters it: acknowledge, below), records FAILURE and calls the
+                # errbacks, as for any task that failed.
                 try:
                     raise PoisonMessage(
                         f"the process running it died on {self.lost_deliveries} "
