@@ -838,10 +838,15 @@ def test_poison_message_is_dead_lettered_after_the_cap(stack, tmp_path, record_p
 
 
 # Sends add(n, n) for n = 0, 1, 2 ... for argv[1] seconds, through the project's own app
-# and settings, and prints each task's id and n once the send has returned.
+# and settings, and prints each task's id and n once the send has returned. It logs to
+# stderr as the app does (logs.configure): with LOG_FORMAT=json a record would otherwise
+# go to stdout among the ids (the Redis result backend logs one when its reconnecting
+# gives up amid the restart).
 SENDER = """
 import sys, time
+from {slug}.logs import configure
 from {slug}.tasks import add
+configure()
 deadline = time.monotonic() + float(sys.argv[1])
 number = 0
 while time.monotonic() < deadline:
