@@ -343,14 +343,15 @@ class LocalStack:
         self.processes.append(process)
         return process
 
-    def start_workers(self) -> list[str]:
-        """Start the planned workers (deploy.replicas of them); returns their node names."""
+    def start_workers(self, *extra_args: str, **env: str) -> list[str]:
+        """Start the planned workers (deploy.replicas of them), their command given
+        `extra_args` and their environment `env` besides; returns their node names."""
         for planned in self.planned("worker"):
             argv = tuple(planned["argv"])
             process = LocalProcess(
                 planned["name"],
-                self.command("worker", argv),
-                self.environment("worker"),
+                self.command("worker", argv) + list(extra_args),
+                self.environment("worker", **env),
                 self.workdir,
                 self.workdir / f"{planned['name']}.log",
             )

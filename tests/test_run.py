@@ -696,6 +696,7 @@ def test_killed_worker_loses_no_task(stack, record_property):
     ]
     adds = [stack.celery.send_task(task(stack, "add"), args=(n, n)) for n in range(1000)]
     active = wait_until_running(stack, victim_name, task(stack, "long_task"))
+    dead_before = sorted(dead_letters(stack, "list"))
     killed_at = time.monotonic()
     victim.kill()
     stack.restart(victim)
@@ -705,6 +706,8 @@ def test_killed_worker_loses_no_task(stack, record_property):
         assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == f"worked for {LONG_SECONDS} s"
     recovered_after = time.monotonic() - killed_at
     wait_for_workers(stack)
+    # Delivered again after the kill, but not counted as a poison message.
+    assert sorted(dead_letters(stack, "list")) == dead_before
     record_property(
         "figure",
         f"{variant_id(stack.variant)}: SIGKILL to {victim_name} running {len(active)} "
@@ -713,11 +716,137 @@ def test_killed_worker_loses_no_task(stack, record_property):
     )
 
 
+@FAULT_VARIANTS
+def test_killed_pool_process_costs_its_task_nothing(stack, record_property):
+    """SIGKILL to the one pool process running a long_task, as the OOM killer would: the
+    worker's main process sends the task back, counted once, and it runs again to the end
+    instead of being dead-lettered."""
+    result = stack.celery.send_task(task(stack, "long_task"), args=(LONG_SECONDS,))
+    inspect = stack.celery.control.inspect(timeout=5)
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while not (
+        running := [
+            (worker, entry)
+            for worker, entries in (inspect.active() or {}).items()
+            for entry in entries
+            if entry["id"] == result.id
+        ]
+    ):
+        assert time.monotonic() < deadline, "no worker ever ran the long_task"
+        time.sleep(0.2)
+    [(victim_name, entry)] = running
+    dead_before = sorted(dead_letters(stack, "list"))
+    killed_at = time.monotonic()
+    os.kill(entry["worker_pid"], signal.SIGKILL)
+    assert result.get(timeout=3 * RESULT_TIMEOUT)["status"] == f"worked for {LONG_SECONDS} s"
+    finished_after = time.monotonic() - killed_at
+    counted = rf"\[{result.id}\]: the process running it died on (\d+) of"
+    assert wait_for_worker_log(stack, counted) == ["1"]
+    assert sorted(dead_letters(stack, "list")) == dead_before
+    assert stack.process(victim_name.split("@")[0]).alive()
+    record_property(
+        "figure",
+        f"{variant_id(stack.variant)}: SIGKILL to the pool process running a "
+        f"{LONG_SECONDS} s long_task; counted 1 lost delivery, not dead-lettered; "
+        f"its result {finished_after:.1f} s after the kill",
+    )
+
+
+# On the sys.path of the poison test's workers: tests/worker_tasks/poison.py.
+WORKER_TASKS = Path(__file__).parent / "worker_tasks"
+
+
+def setting(stack: LocalStack, name: str):
+    """A setting of the project's Celery app, as its workers have it."""
+    code = (
+        f"import json; from {stack.project.name}.celery import app;"
+        f" print(json.dumps(app.conf.{name}))"
+    )
+    result = stack.run("app", "python", "-c", code, timeout=RESULT_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@FAULT_VARIANTS
+def test_poison_message_is_dead_lettered_after_the_cap(stack, tmp_path, record_property):
+    """A task that ends the process running it on every delivery runs exactly
+    dead_letter_after_lost_deliveries times, each in a new pool process, and is then
+    dead-lettered with a reason that says so, its caller told FAILURE; the workers stay up,
+    every add sent before, during and after is answered, nothing else is dead-lettered, and
+    a replay gets the whole count again."""
+    cap = setting(stack, "dead_letter_after_lost_deliveries")
+    # A stack of its own, so that every worker has the poison task (a worker without it
+    # would dead-letter the message as an unknown task).
+    with LocalStack(stack.project, stack.venv, tmp_path) as own:
+        own.worker_names = own.start_workers("--include=poison", PYTHONPATH=str(WORKER_TASKS))
+        own.celery = own.client()
+        wait_for_workers(own)
+        deliveries = tmp_path / "deliveries"
+
+        def send_add():
+            number = len(adds)
+            adds.append(own.celery.send_task(task(own, "add"), args=(number, number)))
+
+        adds: list = []
+        for _ in range(50):
+            send_add()
+        before = len(adds)
+        sent_at = time.monotonic()
+        poison = own.celery.send_task("poison.end_process", args=(str(deliveries),))
+        deadline = sent_at + 3 * RESULT_TIMEOUT
+        while not poison.ready():
+            assert time.monotonic() < deadline, f"the poison message is still {poison.state}"
+            send_add()
+            time.sleep(0.2)
+        failed_after = time.monotonic() - sent_at
+        during = len(adds) - before
+        line = dead_letter_of(own, poison.id)
+        for _ in range(50):
+            send_add()
+        for number, result in enumerate(adds):
+            assert result.get(timeout=RESULT_TIMEOUT) == 2 * number
+
+        assert poison.state == "FAILURE"
+        reason = f"PoisonMessage: the process running it died on {cap} deliveries, the last: "
+        assert f"replays=0  {reason}WorkerLostError: Worker exited prematurely" in line, line
+        assert f"died on {cap} deliveries" in str(poison.result)
+        pids = deliveries.read_text().split()
+        assert len(pids) == cap and len(set(pids)) == cap, pids
+        assert dead_letters(own, "list") == [line]
+        for name in own.worker_names:
+            assert own.process(name.split("@")[0]).alive()
+        wait_for_workers(own)
+
+        # Replayed, it starts from a count of 0: cap more deliveries, then dead again.
+        assert dead_letters(own, "replay", poison.id) == [line]
+        deadline = time.monotonic() + 3 * RESULT_TIMEOUT
+        while len(deliveries.read_text().split()) < 2 * cap:
+            assert time.monotonic() < deadline, "the replayed message was not run again"
+            time.sleep(0.5)
+        replayed = dead_letter_of(own, poison.id)
+        assert f"replays=1  {reason}" in replayed, replayed
+        assert len(deliveries.read_text().split()) == 2 * cap
+        assert own.celery.send_task(task(own, "add"), args=(1, 2)).get(timeout=RESULT_TIMEOUT) == 3
+        own.stop_workers()
+    record_property(
+        "figure",
+        f"{variant_id(stack.variant)}: a task that ends its process on every delivery ran "
+        f"{len(pids)} times (cap {cap}), dead-lettered and FAILURE {failed_after:.1f} s after "
+        f"it was sent; {len(adds)} adds answered ({before} before, {during} during, 50 after); "
+        f"replayed, it ran {cap} more times and was dead-lettered again",
+    )
+
+
 # Sends add(n, n) for n = 0, 1, 2 ... for argv[1] seconds, through the project's own app
-# and settings, and prints each task's id and n once the send has returned.
+# and settings, and prints each task's id and n once the send has returned. It logs to
+# stderr as the app does (logs.configure): with LOG_FORMAT=json a record would otherwise
+# go to stdout among the ids (the Redis result backend logs one when its reconnecting
+# gives up amid the restart).
 SENDER = """
 import sys, time
+from {slug}.logs import configure
 from {slug}.tasks import add
+configure()
 deadline = time.monotonic() + float(sys.argv[1])
 number = 0
 while time.monotonic() < deadline:

@@ -33,6 +33,14 @@ accept_content = ["json"]
 task_acks_late = True
 # ... and reject (requeue) it too when the pool process running it is killed.
 task_reject_on_worker_lost = True
+# ... but not for ever: a task that kills its own process (a segfault, the OOM killer,
+# os._exit) would be requeued on every delivery. After this many deliveries that ended
+# with the process running it dead, the message goes to the dead-letter queue instead
+# (not a Celery setting; deadletters.py counts them in the message). Small, because
+# each such delivery costs a pool process; above 1, because a pool process killed from
+# outside once (the OOM killer picking it, say) should not cost the task. A worker
+# killed or stopped whole is not counted at all: its main process is not there to see.
+dead_letter_after_lost_deliveries = 3
 # When the broker connection drops, let running tasks finish: the caller gets their
 # result. Cancelling them (Celery's planned default) records REVOKED, and a caller
 # waiting on the result fails although the message comes back and runs again.
