@@ -743,7 +743,7 @@ def test_killed_pool_process_costs_its_task_nothing(stack, record_property):
     counted = rf"\[{result.id}\]: the process running it died on (\d+) of"
     assert wait_for_worker_log(stack, counted) == ["1"]
     assert sorted(dead_letters(stack, "list")) == dead_before
-    assert stack.process(victim_name.split("@")[0]).alive()
+    assert stack.worker_process(victim_name).alive()
     record_property(
         "figure",
         f"{variant_id(stack.variant)}: SIGKILL to the pool process running a "
@@ -814,7 +814,7 @@ def test_poison_message_is_dead_lettered_after_the_cap(stack, tmp_path, record_p
         assert len(pids) == cap and len(set(pids)) == cap, pids
         assert dead_letters(own, "list") == [line]
         for name in own.worker_names:
-            assert own.process(name.split("@")[0]).alive()
+            assert own.worker_process(name).alive()
         wait_for_workers(own)
 
         # Replayed, it starts from a count of 0: cap more deliveries, then dead again.
