@@ -124,6 +124,11 @@ beat_schedule = {
         "args": (20, 22),
     },
 }
+{%- if cookiecutter.use_kubernetes %}
+# Beat's own scheduler, which also touches the file of Kubernetes' liveness probe
+# (liveness.py); idle outside Kubernetes.
+beat_scheduler = "{{ cookiecutter.project_slug }}.liveness:LivenessScheduler"
+{%- endif %}
 {%- endif %}
 
 timezone = "UTC"
