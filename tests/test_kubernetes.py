@@ -13,15 +13,17 @@ import os
 import re
 import resource
 import subprocess
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import manifests
 import pytest
+import yaml
 from composefile import compose_model
 from manifests import OVERLAYS, build, find
 from tools import BIN, run
-from variants import deployment_variants, variant_id
+from variants import TEMPLATE_DIR, deployment_variants, variant_id
 
 VARIANTS = deployment_variants("use_kubernetes")
 OVERLAY_PARAMS = [
@@ -416,3 +418,27 @@ def test_trigger_check_catches_another_database_or_vhost(bake, variant):
         )
     assert manifests.trigger_problems(objects, settings, url.geturl()) == []
     assert manifests.trigger_problems(objects, settings, moved) != []
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_ci_job_runs_the_dev_overlay_with_the_validated_keda(bake, variant):
+    """The rendered CI's kubernetes job (gated by all-green) writes the dev overlay's
+    secrets, applies that overlay and installs the KEDA release whose models the tests
+    validate against (the pinned cloudcoil-models-keda); without use_kubernetes there is
+    no such job."""
+    project = bake(variant)
+    workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
+    job = workflow["jobs"]["kubernetes"]
+    assert "kubernetes" in workflow["jobs"]["all-green"]["needs"]
+    commands = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "scripts/make_env.py k8s/overlays/dev/secrets.env.example" in commands
+    assert "kubectl apply --kustomize k8s/overlays/dev" in commands
+    pyproject = tomllib.loads((TEMPLATE_DIR / "pyproject.toml").read_text(encoding="utf-8"))
+    (pin,) = [
+        d for d in pyproject["dependency-groups"]["test"] if d.startswith("cloudcoil-models-keda")
+    ]
+    assert pin.split("==")[1].startswith(job["env"]["KEDA_VERSION"] + ".")
+    off = bake({**variant, "use_kubernetes": False})
+    workflow = yaml.safe_load((off / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
+    assert "kubernetes" not in workflow["jobs"]
+    assert not (off / "k8s").exists()
