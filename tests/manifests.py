@@ -354,7 +354,13 @@ print(json.dumps({{
 
 def celery_settings(project: Path, env: dict[str, str]) -> dict:
     """The rendered Celery app's settings that the manifests depend on, read by importing
-    it (config.py) with the given environment."""
+    it (config.py) with the given environment (once per project and environment)."""
+    return _celery_settings(project, tuple(sorted(env.items())))
+
+
+@functools.cache
+def _celery_settings(project: Path, env_items: tuple[tuple[str, str], ...]) -> dict:
+    env = dict(env_items)
     result = subprocess.run(
         [sys.executable, "-c", CELERY_SETTINGS.format(slug=project.name)],
         cwd=project,

@@ -9,6 +9,7 @@ and Beat answer and Python version, in four bakes.
 """
 
 import copy
+import functools
 import os
 import re
 import resource
@@ -57,8 +58,14 @@ def servers(variant: dict, overlay: str) -> dict[str, bool]:
     return running
 
 
+@functools.cache
+def compose_services(project: Path) -> dict:
+    """compose.yaml's services as the Compose parser resolves them (once per project)."""
+    return compose_model(project)["services"]
+
+
 def worker_environment(project: Path) -> dict[str, str]:
-    return compose_model(project)["services"]["worker"]["environment"]
+    return compose_services(project)["worker"]["environment"]
 
 
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
@@ -165,7 +172,7 @@ def test_grace_period_exceeds_the_time_limit(bake, variant):
     settings = manifests.celery_settings(project, container_environment(objects, worker))
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > settings["task_time_limit"]
-    stop_grace = compose_model(project)["services"]["worker"]["stop_grace_period"]
+    stop_grace = compose_services(project)["worker"]["stop_grace_period"]
     assert duration_seconds(stop_grace) == grace
 
 
@@ -204,7 +211,7 @@ def test_commands_and_environment_are_compose_yamls(bake, variant, overlay):
     """Each Celery container runs its compose.yaml service's exact command (exec form) with
     every variable that service sets."""
     project = bake(variant)
-    services = compose_model(project)["services"]
+    services = compose_services(project)
     objects = build(project, overlay)
     seen = set()
     for _, container in manifests.containers(objects):
