@@ -14,7 +14,9 @@ from bisect import bisect
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import amqp  # py-amqp, Celery's AMQP 0-9-1 client: KEDA's rabbitmq scaler speaks the same
 import kubernetes_validate
+import redis
 import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 from kombu.transport import redis as kombu_redis
@@ -453,3 +455,45 @@ def documented_secret_keys(project: Path) -> set[str]:
 def kustomization(project: Path, overlay: str) -> dict:
     path = project / "k8s" / "overlays" / overlay / "kustomization.yaml"
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# --- the metric, read as KEDA reads it -----------------------------------------------
+
+
+def keda_queue_length(objects: list[dict], secret: dict[str, str]) -> int:
+    """The number the ScaledObject's trigger gives the HPA, read the way KEDA's scaler
+    reads it, with the parameters its TriggerAuthentication takes from `secret` (the
+    Secret's keys and values): Redis, LLEN of listName in databaseIndex with the
+    password; RabbitMQ over AMQP, the message count of a passive queue.declare of
+    queueName in vhostName or, without it, the vhost of the host URL."""
+    (scaled,) = find(objects, "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    metadata = trigger["metadata"]
+    (auth,) = find(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    params = {ref["parameter"]: secret[ref["key"]] for ref in auth["spec"]["secretTargetRef"]}
+    if trigger["type"] == "redis":
+        host, _, port = params["address"].rpartition(":")
+        client = redis.Redis(
+            host=host,
+            port=int(port),
+            password=params.get("password") or None,
+            db=int(metadata.get("databaseIndex", "0")),
+        )
+        try:
+            return int(client.llen(metadata["listName"]))
+        finally:
+            client.close()
+    assert trigger["type"] == "rabbitmq" and metadata.get("protocol", "auto") != "http"
+    url = urlsplit(params["host"])
+    connection = amqp.Connection(
+        host=f"{url.hostname}:{url.port or 5672}",
+        userid=url.username,
+        password=url.password,
+        virtual_host=metadata.get("vhostName") or url.path[1:] or "/",
+    )
+    connection.connect()
+    try:
+        declared = connection.channel().queue_declare(metadata["queueName"], passive=True)
+        return int(declared.message_count)
+    finally:
+        connection.close()
