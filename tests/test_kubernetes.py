@@ -449,3 +449,30 @@ def test_ci_job_runs_the_dev_overlay_with_the_validated_keda(bake, variant):
     workflow = yaml.safe_load((off / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     assert "kubernetes" not in workflow["jobs"]
     assert not (off / "k8s").exists()
+
+
+# Slugs at the edges of what the pre-generation hook allows: leading and trailing
+# underscores, a digit first once they are gone, doubled underscores, 40 characters.
+EDGE_SLUGS = ["_9_lives_", "a__b", "s" + "_long" * 7 + "_xyz"]
+DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+@pytest.mark.parametrize("slug", EDGE_SLUGS)
+def test_object_names_are_valid_for_any_slug(bake, slug):
+    """Whatever the slug, every object name is a valid DNS-1123 name (Services and the
+    Namespace a DNS label that starts with a letter, at most 63 characters) and every
+    label value a valid one, in both overlays."""
+    project = bake({**VARIANTS[1], "project_slug": slug})
+    for overlay in OVERLAYS:
+        for obj in build(project, overlay):
+            name = obj["metadata"]["name"]
+            if obj["kind"] in ("Service", "Namespace"):
+                assert DNS_LABEL.fullmatch(name) and len(name) <= 63, name
+            assert DNS_SUBDOMAIN.fullmatch(name) and len(name) <= 253, name
+            for _, template in manifests.pod_specs([obj]):
+                for value in template["metadata"]["labels"].values():
+                    assert LABEL_VALUE.fullmatch(value) and len(value) <= 63, value
+            if "namespace" in obj["metadata"]:
+                assert DNS_LABEL.fullmatch(obj["metadata"]["namespace"])
