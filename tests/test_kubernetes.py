@@ -23,7 +23,7 @@ import pytest
 import yaml
 from composefile import compose_model
 from manifests import OVERLAYS, build, find
-from tools import BIN, run
+from tools import BIN, TEMPLATE_SYNTAX, run
 from variants import TEMPLATE_DIR, deployment_variants, variant_id
 
 VARIANTS = deployment_variants("use_kubernetes")
@@ -278,6 +278,19 @@ def test_probe_commands_tell_fresh_from_stale(bake, variant, tmp_path, record_pr
         old = alive.stat().st_mtime - 24 * 3600
         os.utime(alive, (old, old))
         assert subprocess.run(command, check=False).returncode != 0, "passes with a stale file"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_no_template_syntax_is_left(bake, variant):
+    """No file name or file content of the project with Kubernetes on keeps Jinja or
+    cookiecutter syntax, and no directory is left empty."""
+    project = bake(variant)
+    for path in project.rglob("*"):
+        assert not TEMPLATE_SYNTAX.search(path.name), path
+        if path.is_file():
+            assert not TEMPLATE_SYNTAX.search(path.read_text(encoding="utf-8")), path
+        else:
+            assert any(path.iterdir()), f"{path} is empty"
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
