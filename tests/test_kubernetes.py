@@ -294,6 +294,19 @@ def test_no_template_syntax_is_left(bake, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_dev_secrets_stay_out_of_git_and_the_image(bake, variant):
+    """The dev overlay's secrets.env (random, made at bake time) is git-ignored and not
+    sent to the image build; its .example is what is shared."""
+    project = bake(variant)
+    secrets = project / "k8s" / "overlays" / "dev" / "secrets.env"
+    assert secrets.exists() and secrets.stat().st_mode & 0o777 == 0o600
+    assert "generate-a-secret" not in secrets.read_text(encoding="utf-8")
+    ignored = (project / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "k8s/overlays/dev/secrets.env" in ignored
+    assert "k8s/" in (project / ".dockerignore").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_python_is_ruff_clean(bake, variant):
     """ruff check and ruff format --check pass on the project with Kubernetes on."""
     project = bake(variant)
