@@ -87,16 +87,15 @@ def test_overlay_builds_with_kustomize(bake, variant, overlay):
 
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
 def test_every_object_passes_its_schema(bake, variant, overlay):
-    """Core objects pass Kubernetes 1.33's schemas strictly, KEDA's pass KEDA's models with
-    no unknown field, and no object is of a kind without a schema."""
+    """Core objects pass Kubernetes 1.33 strictly, KEDA's pass KEDA's models, no kind lacks one."""
     assert manifests.schema_problems(build(bake(variant), overlay)) == []
 
 
+# After kustomize's name suffixes. Production's Secret is the user's: the keys read must be
+# exactly those its kustomization.yaml tells them to set.
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
 def test_every_reference_resolves(bake, variant, overlay):
-    """Every Secret/ConfigMap key read exists after kustomize's name suffixes (production:
-    among the keys its kustomization.yaml tells the user to set, which are exactly those
-    read); scaleTargetRef and authenticationRef name objects of the build."""
+    """Every Secret/ConfigMap key, scaleTargetRef and authenticationRef read resolves."""
     project = bake(variant)
     objects = build(project, overlay)
     external = external_secrets(project, overlay)
@@ -106,11 +105,11 @@ def test_every_reference_resolves(bake, variant, overlay):
         assert read == next(iter(external.values()))
 
 
+# The servers let in exactly the Celery pods (and KEDA's operator where it reads the queue);
+# Flower takes connections only on the port its Service targets.
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
 def test_selectors_match_the_pods_they_mean(bake, variant, overlay):
-    """Workload, Service, PDB and NetworkPolicy selectors each select the pods they are for;
-    the servers let in exactly the Celery pods (and KEDA where it reads the queue);
-    Flower takes connections only on the port its Service targets."""
+    """Workload, Service, PDB and NetworkPolicy selectors select just the pods they mean."""
     objects = build(bake(variant), overlay)
     assert manifests.selector_problems(objects) == []
     assert manifests.server_policy_problems(objects, servers(variant, overlay)) == []
@@ -123,11 +122,10 @@ def test_selectors_match_the_pods_they_mean(bake, variant, overlay):
             ]
 
 
+# The Celery settings are read by importing the rendered config.py, the URL from compose.yaml.
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
 def test_trigger_watches_what_the_workers_use(bake, variant, overlay):
-    """KEDA's trigger reads the default queue's list or queue, in the broker URL's database
-    or vhost, with the workers' credentials (the Celery settings read from the rendered
-    config.py, the URL from compose.yaml)."""
+    """KEDA's trigger reads the queue, database or vhost and credentials the workers use."""
     project = bake(variant)
     environment = worker_environment(project)
     settings = manifests.celery_settings(project, environment)
@@ -144,8 +142,7 @@ def test_trigger_watches_what_the_workers_use(bake, variant, overlay):
 
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
 def test_keda_owns_the_worker_count_and_beat_runs_once(bake, variant, overlay):
-    """The Deployment KEDA scales has no replicas field; Beat has exactly one replica,
-    replaced with Recreate."""
+    """KEDA's Deployment has no replicas; Beat has one replica and the Recreate strategy."""
     objects = build(bake(variant), overlay)
     (scaled,) = find(objects, "ScaledObject")
     (worker,) = find(objects, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
@@ -159,9 +156,7 @@ def test_keda_owns_the_worker_count_and_beat_runs_once(bake, variant, overlay):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_grace_period_exceeds_the_time_limit(bake, variant):
-    """The workers' terminationGracePeriodSeconds exceeds task_time_limit as the rendered
-    config.py sets it in the container's environment, and equals compose.yaml's
-    stop_grace_period."""
+    """The workers' grace period exceeds task_time_limit and equals compose's stop_grace_period."""
     project = bake(variant)
     objects = build(project, "dev")
     (worker,) = [
@@ -208,8 +203,7 @@ def container_environment(objects: list[dict], workload: dict) -> dict[str, str]
 
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
 def test_commands_and_environment_are_compose_yamls(bake, variant, overlay):
-    """Each Celery container runs its compose.yaml service's exact command (exec form) with
-    every variable that service sets."""
+    """Each Celery container runs its compose.yaml command with every variable compose sets."""
     project = bake(variant)
     services = compose_services(project)
     objects = build(project, overlay)
@@ -230,11 +224,11 @@ def test_commands_and_environment_are_compose_yamls(bake, variant, overlay):
     assert seen == set(manifests.CELERY_CONTAINERS) & set(services)
 
 
+# No escalation, all capabilities dropped, CPU and memory requests, a memory limit; the
+# project's own containers with a read-only root filesystem.
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)
 def test_containers_are_locked_down(bake, variant, overlay):
-    """Every pod runs as a non-root user with RuntimeDefault seccomp; every container drops
-    all capabilities, cannot escalate, has requests and a memory limit; the project's own
-    containers have a read-only root filesystem."""
+    """Pods run non-root under RuntimeDefault seccomp; containers are locked down and bounded."""
     project = bake(variant)
     objects = build(project, overlay)
     for template, container in manifests.containers(objects):
@@ -252,8 +246,7 @@ def test_containers_are_locked_down(bake, variant, overlay):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_probe_commands_tell_fresh_from_stale(bake, variant, tmp_path, record_property):
-    """The worker's (and Beat's) exec liveness probe passes while the file is fresh and
-    fails once it is old or missing; its CPU cost per call is recorded."""
+    """The exec liveness probes pass on a fresh file only; their CPU per call is recorded."""
     objects = build(bake(variant), "dev")
     for _, container in manifests.containers(objects):
         probe = container.get("livenessProbe", {}).get("exec")
@@ -282,8 +275,7 @@ def test_probe_commands_tell_fresh_from_stale(bake, variant, tmp_path, record_pr
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_no_template_syntax_is_left(bake, variant):
-    """No file name or file content of the project with Kubernetes on keeps Jinja or
-    cookiecutter syntax, and no directory is left empty."""
+    """No Jinja or cookiecutter syntax and no empty directory is left with Kubernetes on."""
     project = bake(variant)
     for path in project.rglob("*"):
         assert not TEMPLATE_SYNTAX.search(path.name), path
@@ -295,8 +287,7 @@ def test_no_template_syntax_is_left(bake, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_dev_secrets_stay_out_of_git_and_the_image(bake, variant):
-    """The dev overlay's secrets.env (random, made at bake time) is git-ignored and not
-    sent to the image build; its .example is what is shared."""
+    """The dev overlay's random secrets.env is git-ignored and kept out of the image build."""
     project = bake(variant)
     secrets = project / "k8s" / "overlays" / "dev" / "secrets.env"
     assert secrets.exists() and secrets.stat().st_mode & 0o777 == 0o600
@@ -441,8 +432,7 @@ def test_checks_catch_a_broken_manifest(bake, variant, breakage):
 
 @pytest.mark.parametrize("variant", VARIANTS[:1] + VARIANTS[2:3], ids=variant_id)
 def test_trigger_check_catches_another_database_or_vhost(bake, variant):
-    """The trigger check fails when the workers' broker URL names another Redis database
-    or RabbitMQ vhost than the trigger reads."""
+    """The trigger check fails when the broker URL names another database or vhost."""
     project = bake(variant)
     objects = build(project, "production")
     environment = worker_environment(project)
@@ -463,10 +453,7 @@ def test_trigger_check_catches_another_database_or_vhost(bake, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_ci_job_runs_the_dev_overlay_with_the_validated_keda(bake, variant):
-    """The rendered CI's kubernetes job (gated by all-green) writes the dev overlay's
-    secrets, applies that overlay and installs the KEDA release whose models the tests
-    validate against (the pinned cloudcoil-models-keda); without use_kubernetes there is
-    no such job."""
+    """CI's kubernetes job applies the dev overlay with the KEDA release the tests validate."""
     project = bake(variant)
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     job = workflow["jobs"]["kubernetes"]
@@ -495,9 +482,7 @@ LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
 @pytest.mark.parametrize("slug", EDGE_SLUGS)
 def test_object_names_are_valid_for_any_slug(bake, slug):
-    """Whatever the slug, every object name is a valid DNS-1123 name (Services and the
-    Namespace a DNS label that starts with a letter, at most 63 characters) and every
-    label value a valid one, in both overlays."""
+    """For edge slugs, every object name and label value is valid DNS-1123 / label syntax."""
     project = bake({**VARIANTS[1], "project_slug": slug})
     for overlay in OVERLAYS:
         for obj in build(project, overlay):

@@ -76,8 +76,7 @@ def trigger_secret(stack: LocalStack) -> dict[str, str]:
 
 
 def test_keda_reads_every_waiting_task_then_zero(stack, record_property):
-    """With no worker, the trigger's metric (read as KEDA reads it) is exactly the number
-    of tasks sent; once workers run, it falls to 0 and every task succeeded."""
+    """With no worker KEDA's metric equals the tasks sent; with workers it falls to 0."""
     objects = manifests.build(stack.project, "dev")
     secret = trigger_secret(stack)
     results = [
@@ -122,8 +121,7 @@ def passes(command: list[str]) -> bool:
 
 
 def test_worker_keeps_its_liveness_file_fresh(stack):
-    """A real worker touches the file its probe checks, again and again while it runs,
-    and removes it when it stops; the probe passes in between and fails after."""
+    """A real worker keeps its probe's file fresh while it runs and removes it when it stops."""
     alive = stack.workdir / "worker.alive"
     command = probe(stack, "worker", alive)
     assert not passes(command)
