@@ -23,7 +23,7 @@ SLUG_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 SLUG_MAX_LENGTH = {{ cookiecutter._slug_max_length }}
 # The project's own top-level folders: a package of the same name would be rendered into
 # one of them.
-PROJECT_FOLDERS = {"scripts", "tests"}
+PROJECT_FOLDERS = {"k8s", "scripts", "tests"}
 WORKER_COUNT_RANGE = range(1, 65)
 
 

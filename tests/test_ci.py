@@ -12,7 +12,14 @@ import pytest
 import yaml
 from composefile import compose_model, run_compose
 from tools import BIN, run
-from variants import ALL_VARIANTS, AXES, TEMPLATE_DIR, covering_variants, variant_id
+from variants import (
+    ALL_VARIANTS,
+    AXES,
+    TEMPLATE_DIR,
+    covering_variants,
+    deployment_variants,
+    variant_id,
+)
 
 TEMPLATE_WORKFLOW = TEMPLATE_DIR / ".github" / "workflows" / "ci.yml"
 RENDERED_WORKFLOW = Path(".github", "workflows", "ci.yml")
@@ -22,6 +29,8 @@ PINNED_USES = re.compile(
     r"uses: (?P<action>[\w.-]+/[\w.-]+)@(?P<sha>[0-9a-f]{40}) # v\d+\.\d+\.\d+$", re.MULTILINE
 )
 SERVERS = {"redis", "rabbitmq", "postgres"}
+# The Kubernetes job is rendered only with use_kubernetes, which ALL_VARIANTS leaves off.
+WORKFLOW_VARIANTS = ALL_VARIANTS + deployment_variants("use_kubernetes")
 GATE = "all-green"
 
 
@@ -36,7 +45,7 @@ def step_commands(job: dict) -> list[str]:
 def distinct_rendered_files(bake, relative: Path) -> list[Path]:
     """One baked copy of each distinct content the file takes over all variants."""
     by_content: dict[str, Path] = {}
-    for variant in ALL_VARIANTS:
+    for variant in WORKFLOW_VARIANTS:
         path = bake(variant) / relative
         by_content.setdefault(path.read_text(encoding="utf-8"), path)
     return list(by_content.values())
@@ -136,7 +145,7 @@ def test_template_tool_pins_match_the_rendered_dev_group(bake):
         assert dev[name] == template_pins[name]
 
 
-@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
+@pytest.mark.parametrize("variant", WORKFLOW_VARIANTS, ids=variant_id)
 def test_rendered_workflow_is_locked_down(bake, variant):
     """The rendered CI grants no permission by default, pins actions and ends in a gate job."""
     assert_locked_down(bake(variant) / RENDERED_WORKFLOW)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tools import BIN, mypy, run
 from variants import (
     AXES,
+    DEPLOYMENT_TARGETS,
     SLUG_MAX_LENGTH,
     covering_variants,
     edge_slugs,
@@ -35,8 +36,11 @@ IDENTIFIERS = (
     )
     .filter(lambda text: not text[0].isdigit())
 )
+# Every optional part on, deployment targets (Kubernetes) included: every folder and
+# every module the project can have.
 EVERYTHING_ON = with_defaults(
-    **{name: True for name, values in AXES.items() if isinstance(values[0], bool)}
+    **{name: True for name, values in AXES.items() if isinstance(values[0], bool)},
+    **dict.fromkeys(DEPLOYMENT_TARGETS, True),
 )
 
 

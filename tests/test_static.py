@@ -6,11 +6,8 @@ import tomllib
 import pytest
 import yaml
 from composefile import compose_model, run_compose
-from tools import BIN, run
+from tools import BIN, TEMPLATE_SYNTAX, run
 from variants import ALL_VARIANTS, COOKIECUTTER_JSON, variant_id
-
-# Unrendered variables name cookiecutter; unrendered blocks keep their braces.
-TEMPLATE_SYNTAX = re.compile(r"cookiecutter\.|\{%|%\}")
 
 pytestmark = pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 

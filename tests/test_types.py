@@ -5,15 +5,17 @@ The Python code differs between variants only where config.py branches on broker
 result_backend, use_flower and use_beat (every other file varies by project_slug alone), and
 python_version changes only mypy's target. So a few variants that render every block and
 spread the Python versions (variants.covering_variants) check what all variants would, in a
-fraction of the time (mypy takes seconds per project).
+fraction of the time (mypy takes seconds per project). They are baked with use_kubernetes on
+(variants.deployment_variants): that only adds code (liveness.py and the blocks that use it),
+so these bakes type-check it too, and ruff (test_static.py) checks the code without it.
 """
 
 import pytest
 from tools import mypy
-from variants import covering_variants, variant_id
+from variants import deployment_variants, variant_id
 
 
-@pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
+@pytest.mark.parametrize("variant", deployment_variants("use_kubernetes"), ids=variant_id)
 def test_mypy_is_clean(bake, variant, mypy_cache):
     """mypy, configured by the rendered pyproject.toml, finds no error in any Python file."""
     project = bake(variant)

@@ -1,9 +1,12 @@
 """The test tools installed beside pytest, and how the static tests call them."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+# Unrendered variables name cookiecutter; unrendered blocks keep their braces.
+TEMPLATE_SYNTAX = re.compile(r"cookiecutter\.|\{%|%\}")
 # ruff, mypy, hadolint, check-jsonschema ...: the locked test tools in pytest's environment.
 BIN = Path(sys.executable).parent
 

@@ -9,11 +9,22 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 COOKIECUTTER_JSON = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text(encoding="utf-8"))
 
 
+# Booleans that add a deployment target beside Compose (files under their own folder,
+# a CI job, a few lines of code that stay idle unless that target sets them up) and
+# change nothing that the other variants' tests read. As axes they would double every
+# tier's variants (the static tier's time, the run tier's stacks) to check the same
+# Compose project again; instead they are off in ALL_VARIANTS, run_variants and the
+# others here, and turned on in the few bakes of deployment_variants(), whose own
+# tests (tests/test_kubernetes.py) check what they add.
+DEPLOYMENT_TARGETS = ("use_kubernetes",)
+
+
 def _axes() -> dict[str, list]:
-    """Every prompt with a fixed set of answers: choice lists and booleans, default first."""
+    """Every prompt with a fixed set of answers: choice lists and booleans, default first
+    (deployment targets excepted: see DEPLOYMENT_TARGETS)."""
     axes = {}
     for name, default in COOKIECUTTER_JSON.items():
-        if name.startswith("_"):
+        if name.startswith("_") or name in DEPLOYMENT_TARGETS:
             continue
         if isinstance(default, list):
             axes[name] = list(default)
@@ -127,3 +138,11 @@ def container_variants() -> list[dict]:
             variant[name] = values[(index + shift) % len(values)]
         variants.append(variant)
     return variants
+
+
+def deployment_variants(target: str) -> list[dict]:
+    """covering_variants() with the deployment target `target` (a DEPLOYMENT_TARGETS
+    boolean) turned on: every broker, every result backend, Flower and Beat each on and
+    off, every python_version, in as many bakes as there are broker x backend pairs."""
+    assert target in DEPLOYMENT_TARGETS, target
+    return [{**variant, target: True} for variant in covering_variants()]

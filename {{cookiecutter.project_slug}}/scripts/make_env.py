@@ -7,20 +7,31 @@ and the stored data (`docker compose down -v`: the servers keep their first
 passwords), then run it again:
 
     python3 scripts/make_env.py
+
+With an argument, it writes another settings file the same way: the example's name
+without ".example" (the Kubernetes dev overlay's secrets, when the project has them):
+
+    python3 scripts/make_env.py k8s/overlays/dev/secrets.env.example
+
+A value may name settings above it as ${NAME}, as Compose does (a URL that carries a
+password made a line earlier).
 """
 
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
 
 PLACEHOLDER = "generate-a-secret"
 PROJECT = Path(__file__).resolve().parent.parent
+REFERENCE = re.compile(r"\$\{(\w+)\}")
 
 
 def env_text(example: str) -> str:
     """.env's content: .env.example's settings, each placeholder a new secret."""
-    lines = ["# Written by scripts/make_env.py from .env.example with random secrets; not for git."]
+    lines = ["# Written by scripts/make_env.py with random secrets; not for git."]
+    values: dict[str, str] = {}
     for line in example.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
@@ -28,18 +39,25 @@ def env_text(example: str) -> str:
         if value == PLACEHOLDER:
             # Hex digits need no quoting in URLs, shell or YAML, and never start
             # with "-", which command lines such as rabbitmqctl take for an option.
-            line = f"{key}={secrets.token_hex(24)}"
-        lines.append(line)
+            value = secrets.token_hex(24)
+        else:
+            value = REFERENCE.sub(lambda match: values[match.group(1)], value)
+        values[key] = value
+        lines.append(f"{key}={value}")
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    env_file = PROJECT / ".env"
+    example = PROJECT / (sys.argv[1] if len(sys.argv) > 1 else ".env.example")
+    env_file = example.with_name(example.name.removesuffix(".example"))
+    if env_file == example:
+        print(f"error: {example} does not end in .example", file=sys.stderr)
+        return 1
     if env_file.exists():
         # Its secrets may be the only copy of what the servers' volumes were made with.
         print(f"error: {env_file} exists; delete it first to write new secrets", file=sys.stderr)
         return 1
-    text = env_text((PROJECT / ".env.example").read_text(encoding="utf-8"))
+    text = env_text(example.read_text(encoding="utf-8"))
     # Readable by the owner only, from the first byte on.
     descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:

@@ -10,6 +10,9 @@ from celery.signals import worker_init
 
 # Imported for its signal handlers: JSON or text log lines, by LOG_FORMAT (logs.py).
 from . import logs  # noqa: F401
+{%- if cookiecutter.use_kubernetes %}
+from .liveness import LivenessFile
+{%- endif %}
 
 
 class Task(CeleryTask):
@@ -46,6 +49,10 @@ app: Celery = Celery(
 )
 # All settings, each with its reason, live in config.py.
 app.config_from_object("{{ cookiecutter.project_slug }}.config")
+{%- if cookiecutter.use_kubernetes %}
+# The liveness file that Kubernetes' probe checks (liveness.py).
+app.steps["worker"].add(LivenessFile)
+{%- endif %}
 {%- if cookiecutter.result_backend == "postgresql" %}
 
 

@@ -59,8 +59,9 @@ worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY", "2"))
 # A task that runs past task_time_limit seconds is killed, so a hung task cannot
 # hold a pool process for ever; SoftTimeLimitExceeded is raised 5 s earlier so it
 # can clean up. Every other timeout follows from this one: the sample long_task
-# stays below it, and compose.yaml's stop_grace_period exceeds it.
-task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "70"))
+# stays below it, and compose.yaml's stop_grace_period exceeds it. The template sets
+# this default and the grace periods from one number; change them together.
+task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "{{ cookiecutter.__task_time_limit }}"))
 task_soft_time_limit = task_time_limit - 5
 
 # Report STARTED, so the app can tell "queued" from "running".
@@ -131,6 +132,11 @@ beat_schedule = {
         "args": (20, 22),
     },
 }
+{%- if cookiecutter.use_kubernetes %}
+# Beat's own scheduler, which also touches the file of Kubernetes' liveness probe
+# (liveness.py); idle outside Kubernetes.
+beat_scheduler = "{{ cookiecutter.project_slug }}.liveness:LivenessScheduler"
+{%- endif %}
 {%- endif %}
 
 timezone = "UTC"
