@@ -366,7 +366,8 @@ def _celery_settings(project: Path, env_items: tuple[tuple[str, str], ...]) -> d
     result = subprocess.run(
         [sys.executable, "-c", CELERY_SETTINGS.format(slug=project.name)],
         cwd=project,
-        env={"PATH": os.environ["PATH"], **env},
+        # The bake is shared with tests that read every file: no __pycache__ in it.
+        env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1", **env},
         capture_output=True,
         text=True,
         timeout=60,

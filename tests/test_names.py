@@ -14,16 +14,18 @@ from variants import (
     AXES,
     DEPLOYMENT_TARGETS,
     SLUG_MAX_LENGTH,
-    covering_variants,
+    deployment_variants,
     edge_slugs,
     variant_id,
     with_defaults,
 )
 
 # The Python code varies by the package name and by the blocks the covering variants
-# render between them (see test_types.py).
+# render between them, Kubernetes' liveness code included (see test_types.py).
 NAMED_VARIANTS = [
-    {**variant, "project_slug": slug} for slug in edge_slugs() for variant in covering_variants()
+    {**variant, "project_slug": slug}
+    for slug in edge_slugs()
+    for variant in deployment_variants("use_kubernetes")
 ]
 # Lowercase identifiers of every length up to a few past the limit, drawn evenly by length
 # (a regex strategy draws mostly short ones, where a too-long line never shows).
