@@ -366,7 +366,7 @@ def _celery_settings(project: Path, env_items: tuple[tuple[str, str], ...]) -> d
     result = subprocess.run(
         [sys.executable, "-c", CELERY_SETTINGS.format(slug=project.name)],
         cwd=project,
-        # The bake is shared with tests that read every file: no __pycache__ in it.
+        # No __pycache__ in the baked project, which other tests read file by file.
         env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1", **env},
         capture_output=True,
         text=True,
