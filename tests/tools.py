@@ -7,6 +7,22 @@ from pathlib import Path
 
 # Unrendered variables name cookiecutter; unrendered blocks keep their braces.
 TEMPLATE_SYNTAX = re.compile(r"cookiecutter\.|\{%|%\}")
+
+
+def unrendered(project: Path) -> list[str]:
+    """Every file name or file that still holds Jinja or cookiecutter syntax, and every
+    empty directory (an optional part's folder left behind)."""
+    found = []
+    for path in project.rglob("*"):
+        if TEMPLATE_SYNTAX.search(path.name):
+            found.append(f"{path}: name")
+        elif path.is_file() and TEMPLATE_SYNTAX.search(path.read_text(encoding="utf-8")):
+            found.append(f"{path}: content")
+        elif path.is_dir() and not any(path.iterdir()):
+            found.append(f"{path}: empty directory")
+    return found
+
+
 # ruff, mypy, hadolint, check-jsonschema ...: the locked test tools in pytest's environment.
 BIN = Path(sys.executable).parent
 
