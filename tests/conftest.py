@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
-from localstack import run_prefix, shared_server_inventory
-from variants import TEMPLATE_DIR, variant_id
+
+from harness.localstack import run_prefix, shared_server_inventory
+from harness.variants import TEMPLATE_DIR, variant_id
 
 
 def pytest_addoption(parser):

@@ -1,15 +1,12 @@
 """Answers to the prompts: good ones bake, bad ones are refused with one clear line."""
 
-import subprocess
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
-from variants import SLUG_MAX_LENGTH, TEMPLATE_DIR
 
-COOKIECUTTER = Path(sys.executable).with_name("cookiecutter")
+from harness.baking import bake_cli
+from harness.variants import SLUG_MAX_LENGTH
 
 BAD_ANSWERS = [
     ("worker_count", "0"),
@@ -34,18 +31,6 @@ BAD_ANSWERS = [
     # Taken literally, not rendered to 49, and then not an identifier.
     ("project_slug", "{{ 7*7 }}"),
 ]
-
-
-def bake_cli(output_dir: Path, *options: str | Path, **answers) -> subprocess.CompletedProcess:
-    """Bake as a user does in CI: the cookiecutter command, no prompts."""
-    return subprocess.run(
-        [COOKIECUTTER, "--no-input", "--output-dir", output_dir, *options, TEMPLATE_DIR]
-        + [f"{field}={value}" for field, value in answers.items()],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(("field", "value"), BAD_ANSWERS, ids=lambda v: repr(v))

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import redis
-from localstack import LocalStack
-from variants import with_defaults
+
+from harness.localstack import LocalStack
+from harness.variants import with_defaults
 
 # The template's own environment has Celery, redis-py and PyYAML, which is all the
 # bench needs; the baked package is imported from the project directory.

@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from composefile import compose_model, run_compose
-from tools import BIN, run
-from variants import (
+
+from harness.composefile import compose_model, run_compose
+from harness.tools import BIN, run
+from harness.variants import (
     ALL_VARIANTS,
     AXES,
     TEMPLATE_DIR,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from composefile import COMPOSE_BINARY, compose_model
-from variants import covering_variants, variant_id
+
+from harness.composefile import COMPOSE_BINARY, compose_model
+from harness.variants import covering_variants, variant_id
 
 # The Makefile and scripts/local.py vary by project_slug alone; the compose.yaml that
 # local.py reads varies by every choice, which the covering variants render.

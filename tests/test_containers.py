@@ -40,10 +40,11 @@ from base64 import b64encode
 from datetime import datetime
 
 import pytest
-from composefile import compose_model
-from containerstack import ComposeStack, engine_session, ensure_standins, preflight
-from localstack import free_port
-from variants import container_variants, variant_id
+
+from harness.composefile import compose_model
+from harness.containerstack import ComposeStack, engine_session, ensure_standins, preflight
+from harness.localstack import free_port
+from harness.variants import container_variants, variant_id
 
 # One xdist group: under `scripts/run-tests --containers` (-n 4 --dist loadgroup) the
 # tier still runs on one worker, one image build and one stack at a time.

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from test_answers import bake_cli
-from variants import COOKIECUTTER_JSON
+
+from harness.baking import bake_cli
+from harness.variants import COOKIECUTTER_JSON
 
 FREE_TEXT_FIELDS = ["project_name", "description", "author_name"]
 # project_name also makes the default package name; a fixed one keeps this about the text.

@@ -18,13 +18,14 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import manifests
 import pytest
 import yaml
-from composefile import compose_model
-from manifests import OVERLAYS, build, find
-from tools import BIN, run, unrendered
-from variants import TEMPLATE_DIR, deployment_variants, variant_id
+
+from harness import manifests
+from harness.composefile import compose_model
+from harness.manifests import OVERLAYS, build, find
+from harness.tools import BIN, run, unrendered
+from harness.variants import TEMPLATE_DIR, deployment_variants, variant_id
 
 VARIANTS = deployment_variants("use_kubernetes")
 OVERLAY_PARAMS = [

@@ -9,8 +9,9 @@ import string
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from tools import BIN, mypy, run
-from variants import (
+
+from harness.tools import BIN, mypy, run
+from harness.variants import (
     AXES,
     DEPLOYMENT_TARGETS,
     SLUG_MAX_LENGTH,

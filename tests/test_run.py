@@ -26,8 +26,9 @@ import psycopg
 import pytest
 import redis
 from celery import Celery
-from localstack import POSTGRES_ADMIN, LocalStack, free_port, make_venv
-from variants import run_variants, variant_id
+
+from harness.localstack import POSTGRES_ADMIN, LocalStack, free_port, make_venv
+from harness.variants import run_variants, variant_id
 
 pytestmark = pytest.mark.run
 

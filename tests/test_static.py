@@ -5,9 +5,10 @@ import tomllib
 
 import pytest
 import yaml
-from composefile import compose_model, run_compose
-from tools import BIN, run, unrendered
-from variants import ALL_VARIANTS, COOKIECUTTER_JSON, variant_id
+
+from harness.composefile import compose_model, run_compose
+from harness.tools import BIN, run, unrendered
+from harness.variants import ALL_VARIANTS, COOKIECUTTER_JSON, variant_id
 
 pytestmark = pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)
 

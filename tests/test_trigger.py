@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import manifests
 import pytest
-from localstack import LocalStack, make_venv
-from variants import deployment_variants, variant_id
+
+from harness import manifests
+from harness.localstack import LocalStack, make_venv
+from harness.variants import deployment_variants, variant_id
 
 pytestmark = pytest.mark.run
 

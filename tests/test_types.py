@@ -11,8 +11,9 @@ so these bakes type-check it too, and ruff (test_static.py) checks the code with
 """
 
 import pytest
-from tools import mypy
-from variants import deployment_variants, variant_id
+
+from harness.tools import mypy
+from harness.variants import deployment_variants, variant_id
 
 
 @pytest.mark.parametrize("variant", deployment_variants("use_kubernetes"), ids=variant_id)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from variants import TEMPLATE_DIR
+from harness.variants import TEMPLATE_DIR
 
 CRUFT = Path(sys.executable).with_name("cruft")
 # What a clone of the template would not have.

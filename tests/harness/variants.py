@@ -5,7 +5,7 @@ import itertools
 import json
 from pathlib import Path
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = Path(__file__).resolve().parents[2]
 COOKIECUTTER_JSON = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text(encoding="utf-8"))
 
 

@@ -28,9 +28,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from apishim import ApiShim
-from composefile import COMPOSE_BINARY
-from variants import TEMPLATE_DIR
+from harness.apishim import ApiShim
+from harness.composefile import COMPOSE_BINARY
+from harness.variants import TEMPLATE_DIR
 
 SCRIPTS = TEMPLATE_DIR / "scripts"
 HEALTHCHECK_PERIOD_SECONDS = 1.0

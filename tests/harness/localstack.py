@@ -26,9 +26,10 @@ import kombu
 import psycopg
 import redis
 from celery import Celery
-from composefile import compose_model
 from psycopg import sql
 from uv import find_uv_bin
+
+from harness.composefile import compose_model
 
 RABBITMQ_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_RABBITMQ_PORT", "5672")))
 POSTGRES_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_POSTGRES_PORT", "5432")))

