@@ -48,8 +48,9 @@ def test_bench_command_has_help(bake):
 def test_bench_json_has_the_figures_and_leaves_no_queue(bake, tmp_path):
     """With a tiny load on a private Redis, --json prints one object with the four figures,
     its workers run compose.yaml's worker command, and its queue is gone afterwards."""
-    project = bake(with_defaults(broker="redis", result_backend="redis"))
-    with LocalStack(project, VENV, tmp_path) as stack:
+    variant = with_defaults(broker="redis", result_backend="redis")
+    project = bake(variant)
+    with LocalStack(project, VENV, tmp_path, variant) as stack:
         small = ["--tasks=20", "--rounds=1", "--latency-calls=5", "--cold-starts=1"]
         result = bench(project, "--json", *small, "--long-seconds=0", env=stack.environment("app"))
         assert result.returncode == 0, result.stdout + result.stderr

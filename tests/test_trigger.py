@@ -20,6 +20,7 @@ import pytest
 from harness import manifests
 from harness.localstack import LocalStack, make_venv
 from harness.variants import deployment_variants, variant_id
+from harness.waiting import eventually
 
 pytestmark = pytest.mark.run
 
@@ -48,21 +49,8 @@ def stack(request, bake, tmp_path_factory):
     project = bake(variant)
     workdir = tmp_path_factory.mktemp(f"trigger-{variant_id(variant)}")
     venv = make_venv(project, variant["python_version"], workdir / "venv")
-    with LocalStack(project, venv, workdir) as running:
-        running.variant = variant
-        running.celery = running.client()
+    with LocalStack(project, venv, workdir, variant) as running:
         yield running
-
-
-def eventually(check, timeout: float, what: str):
-    """check() until it returns something true; fail saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"gave up after {timeout} s waiting for {what}"
-            return value
-        time.sleep(0.5)
 
 
 def trigger_secret(stack: LocalStack) -> dict[str, str]:

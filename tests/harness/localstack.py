@@ -11,8 +11,11 @@ when the stack closes.
 """
 
 import contextlib
+import functools
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +33,8 @@ from psycopg import sql
 from uv import find_uv_bin
 
 from harness.composefile import compose_model
+from harness.jsonlogs import log_records
+from harness.waiting import eventually
 
 RABBITMQ_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_RABBITMQ_PORT", "5672")))
 POSTGRES_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_POSTGRES_PORT", "5432")))
@@ -39,6 +44,9 @@ POSTGRES_ADMIN = os.environ.get(
     f"host=127.0.0.1 port={POSTGRES_ADDRESS[1]} user=postgres dbname=postgres",
 )
 STARTUP_SECONDS = 90
+# How long a task's result, a log line or a dead letter may take to appear on a busy
+# machine; a task that takes longer by design says so where it is sent.
+RESULT_TIMEOUT = 60
 # The server itself, not Debian's /usr/sbin wrapper, which runs it as the rabbitmq user.
 RABBITMQ_SERVER = os.environ.get("TEST_RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server")
 
@@ -149,9 +157,18 @@ class LocalStack:
     # .env settings overridden per stack, as a user may do from the shell.
     ISOLATED_SETTINGS = ("RABBITMQ_USER", "RABBITMQ_VHOST", "POSTGRES_USER", "POSTGRES_DB")
 
-    def __init__(self, project: Path, venv: Path, workdir: Path, own_rabbitmq: bool = False):
-        """own_rabbitmq: a RabbitMQ node of the stack's own, which a test may restart,
-        instead of a vhost on the shared server."""
+    def __init__(
+        self,
+        project: Path,
+        venv: Path,
+        workdir: Path,
+        variant: dict,
+        own_rabbitmq: bool = False,
+    ):
+        """variant: the answers the project was baked with. own_rabbitmq: a RabbitMQ node
+        of the stack's own, which a test may restart, instead of a vhost on the shared
+        server."""
+        self.variant = variant
         self.own_rabbitmq = own_rabbitmq
         self.project = project
         self.venv = venv
@@ -167,6 +184,12 @@ class LocalStack:
         # What `make local` would start, once the servers' addresses are known.
         self.plan: list[dict] = []
         self.worker_nodes: dict[str, str] = {}  # Celery node name -> process name
+
+    def another(self, workdir: Path, own_rabbitmq: bool = False) -> "LocalStack":
+        """A new stack of the same project and environment, with servers of its own and
+        no process started yet: for a test that needs workers started otherwise, or a
+        server it may restart."""
+        return LocalStack(self.project, self.venv, workdir, self.variant, own_rabbitmq)
 
     def __enter__(self) -> "LocalStack":
         try:
@@ -366,6 +389,110 @@ class LocalStack:
         """The newest process of the worker with this Celery node name."""
         return self.process(self.worker_nodes[node])
 
+    @property
+    def worker_names(self) -> list[str]:
+        """The Celery node names of the workers started so far."""
+        return list(self.worker_nodes)
+
+    def wait_for_workers(self, timeout: float = STARTUP_SECONDS) -> None:
+        """Until every started worker answers a ping; fails at once if one has exited."""
+        names = set(self.worker_names)
+
+        def all_answer() -> bool:
+            replies = self.celery.control.ping(timeout=1, limit=len(names))
+            return {name for reply in replies for name in reply} >= names
+
+        workers = [self.worker_process(name) for name in names]
+        eventually(
+            all_answer, timeout, f"workers {sorted(names)} answering a ping", watching=workers
+        )
+
+    def answering_workers(self) -> list[str]:
+        """The node names of the workers that answer a ping now, sorted."""
+        replies = self.celery.control.ping(timeout=5, limit=len(self.worker_names))
+        return sorted(name for reply in replies for name in reply)
+
+    def worker_log_paths(self) -> set[Path]:
+        # A restarted worker appends to the log of the process it replaced.
+        return {p.log_path for p in self.processes if p.name.startswith("worker")}
+
+    def worker_log_ends(self) -> dict[Path, int]:
+        """Where each worker log ends now; given to wait_for_worker_log(since=...), only
+        what the workers log after this moment counts."""
+        return {path: path.stat().st_size for path in self.worker_log_paths()}
+
+    def wait_for_worker_log(
+        self, pattern: str, count: int = 1, since: dict[Path, int] | None = None
+    ) -> list:
+        """Every match of `pattern` in the messages the workers logged (after `since`),
+        once there are at least `count`. Matched against each record's message, not its
+        JSON line: no escaping in the way, and `$` ends the message."""
+        regex = re.compile(pattern, re.MULTILINE)
+        since = since or {}
+
+        def matches() -> list:
+            messages = [
+                record.get("message", record.get("line", ""))
+                for path in self.worker_log_paths()
+                for record in log_records(path, since.get(path, 0))
+            ]
+            found = [match for message in messages for match in regex.findall(message)]
+            return found if len(found) >= count else []
+
+        return eventually(
+            matches, RESULT_TIMEOUT, f"workers logging {pattern!r} {count}x", interval=0.5
+        )
+
+    def task(self, name: str) -> str:
+        """A sample task's registered name (the client knows tasks by name only)."""
+        return f"{self.project.name}.tasks.{name}"
+
+    def pool_slots(self) -> int:
+        """How many tasks all workers together run at once."""
+        stats = self.celery.control.inspect(timeout=2).stats() or {}
+        return sum(worker["pool"]["max-concurrency"] for worker in stats.values())
+
+    def wait_until_running(self, worker: str, task_name: str) -> list[dict]:
+        """The worker's active tasks, once one of them is `task_name`."""
+        # A generous reply timeout: a busy machine can take seconds to answer.
+        inspect = self.celery.control.inspect(destination=[worker], timeout=5)
+
+        def active() -> list[dict]:
+            entries = (inspect.active() or {}).get(worker, [])
+            return entries if any(entry["name"] == task_name for entry in entries) else []
+
+        return eventually(active, RESULT_TIMEOUT, f"{worker} running {task_name}")
+
+    def setting(self, name: str):
+        """A setting of the project's Celery app, as its workers have it."""
+        code = (
+            f"import json; from {self.project.name}.celery import app;"
+            f" print(json.dumps(app.conf.{name}))"
+        )
+        result = self.run("app", "python", "-c", code, timeout=RESULT_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def dead_letters(self, *argv: str) -> list[str]:
+        """The lines of `python -m <slug>.deadletters ARGV`, run as the README says: in
+        the app service's environment."""
+        module = f"{self.project.name}.deadletters"
+        result = self.run("app", "python", "-m", module, *argv, timeout=RESULT_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    def dead_letter_of(self, task_id: str) -> str:
+        """The dead-letter queue's one line for a task id, once it is there (the worker
+        dead-letters a message just after it stored the task's result)."""
+        lines = eventually(
+            lambda: [line for line in self.dead_letters("list") if task_id in line],
+            RESULT_TIMEOUT,
+            f"{task_id} in the dead-letter queue",
+            interval=0.5,
+        )
+        assert len(lines) == 1, lines
+        return lines[0]
+
     def run(
         self, service: str, *argv: str, timeout: float, **env: str
     ) -> subprocess.CompletedProcess:
@@ -380,6 +507,11 @@ class LocalStack:
             timeout=timeout,
             check=False,
         )
+
+    @functools.cached_property
+    def celery(self) -> Celery:
+        """The stack's plain Celery client (see client())."""
+        return self.client()
 
     def client(self) -> Celery:
         """A plain Celery client with the app's connection settings; it knows no task code."""
@@ -438,17 +570,7 @@ class LocalStack:
             raise interrupted
 
     def _wait_for(self, probe, what: str, process: LocalProcess) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                if probe():
-                    return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-            assert process.alive(), f"{process.name} exited\n{process.log_tail()}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.1)
+        eventually(probe, STARTUP_SECONDS, what, ignoring=(Exception,), watching=[process])
 
 
 def rabbitmqctl(*args: str) -> str:

@@ -146,3 +146,8 @@ def deployment_variants(target: str) -> list[dict]:
     off, every python_version, in as many bakes as there are broker x backend pairs."""
     assert target in DEPLOYMENT_TARGETS, target
     return [{**variant, target: True} for variant in covering_variants()]
+
+
+# The run tier's fault and poison tests run on one variant per broker x result_backend
+# pair: Flower and Beat add processes that a fault does not reach.
+FAULT_ANSWERS = {"use_flower": False, "use_beat": False}
