@@ -336,14 +336,19 @@ class LocalStack:
         assert processes, f"scripts/local.py plans no process for {service}"
         return processes
 
-    def environment(self, service: str, **overrides: str) -> dict[str, str]:
-        """The service's environment as scripts/local.py plans it, URLs pointed at this
-        stack's servers."""
-        env = {
+    def host_environment(self) -> dict[str, str]:
+        """What every process gets from this machine: the project's virtual environment
+        first on PATH, a home of the stack's own, a UTF-8 locale."""
+        return {
             "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
             "HOME": str(self.workdir),
             "LANG": "C.UTF-8",
         }
+
+    def environment(self, service: str, **overrides: str) -> dict[str, str]:
+        """The service's environment as scripts/local.py plans it, URLs pointed at this
+        stack's servers."""
+        env = self.host_environment()
         env.update(self.planned(service)[0]["environment"])
         env.update(overrides)
         return env
@@ -357,13 +362,15 @@ class LocalStack:
         return [str(installed), *args]
 
     def start(self, service: str, name: str, *extra_args: str, **env: str) -> LocalProcess:
-        process = LocalProcess(
-            name,
-            self.command(service) + list(extra_args),
-            self.environment(service, **env),
-            self.workdir,
-            self.workdir / f"{name}.log",
+        """Start the service's planned command, `extra_args` appended, as process `name`."""
+        return self.launch(
+            name, self.command(service) + list(extra_args), self.environment(service, **env)
         )
+
+    def launch(self, name: str, argv: list[str], environment: dict[str, str]) -> LocalProcess:
+        """Start `argv` with exactly `environment` (see host_environment) as process
+        `name`, logging to the stack's directory; stopped with the stack."""
+        process = LocalProcess(name, argv, environment, self.workdir, self.workdir / f"{name}.log")
         self.processes.append(process)
         return process
 
@@ -372,14 +379,11 @@ class LocalStack:
         `extra_args` and their environment `env` besides; returns their node names."""
         for planned in self.planned("worker"):
             argv = tuple(planned["argv"])
-            process = LocalProcess(
+            self.launch(
                 planned["name"],
                 self.command("worker", argv) + list(extra_args),
                 self.environment("worker", **env),
-                self.workdir,
-                self.workdir / f"{planned['name']}.log",
             )
-            self.processes.append(process)
             hostnames = [arg.removeprefix("--hostname=") for arg in argv if "--hostname=" in arg]
             node = (hostnames or ["celery@%h"])[-1].replace("%h", socket.gethostname())
             self.worker_nodes[node] = planned["name"]

@@ -153,6 +153,70 @@ def differences(given, model, path: str = "") -> list[str]:
     return [] if given == model else [path or "."]
 
 
+# --- a container as the kubelet starts it ------------------------------------------
+
+
+def container_environment(objects: list[dict], container: dict) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: every key of each envFrom
+    ConfigMap and Secret in order, then `env` (a value, with $(VAR) of the variables
+    before it expanded, or a key of a ConfigMap or Secret), later entries winning."""
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            (config_map,) = find(objects, "ConfigMap", source["configMapRef"]["name"])
+            environment.update(config_map.get("data", {}))
+        if "secretRef" in source:
+            (secret,) = find(objects, "Secret", source["secretRef"]["name"])
+            environment.update(secret_data(secret))
+    for variable in container.get("env", []):
+        if "value" in variable:
+            environment[variable["name"]] = expand(variable["value"], environment)
+            continue
+        value_from = variable["valueFrom"]
+        if "configMapKeyRef" in value_from:
+            ref = value_from["configMapKeyRef"]
+            (config_map,) = find(objects, "ConfigMap", ref["name"])
+            environment[variable["name"]] = config_map["data"][ref["key"]]
+        elif "secretKeyRef" in value_from:
+            ref = value_from["secretKeyRef"]
+            (secret,) = find(objects, "Secret", ref["name"])
+            environment[variable["name"]] = secret_data(secret)[ref["key"]]
+        else:
+            raise AssertionError(f"{variable['name']}: a valueFrom the tests cannot resolve")
+    return environment
+
+
+def expand(text: str, environment: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion: a defined variable's value, $$ a literal $, and
+    anything else left as written."""
+    return re.sub(
+        r"\$\$|\$\((\w+)\)",
+        lambda m: "$" if m[0] == "$$" else environment.get(m[1], m[0]),
+        text,
+    )
+
+
+def container_argv(container: dict, environment: dict[str, str]) -> list[str]:
+    """The container's command and args, expanded as the kubelet does (an image's own
+    entrypoint is not used here: every Celery container of the manifests names its
+    command)."""
+    assert "command" in container, f"{container['name']} relies on the image's entrypoint"
+    return [expand(part, environment) for part in container["command"] + container.get("args", [])]
+
+
+def workload_container(objects: list[dict], kind: str, component: str) -> dict:
+    """The container named `component` of the one `kind` workload that has it."""
+    found = [
+        container
+        for workload, template in pod_specs(objects)
+        if workload["kind"] == kind
+        for container in template["spec"]["containers"]
+        if container["name"] == component
+    ]
+    assert len(found) == 1, f"{len(found)} {kind} containers named {component}"
+    return found[0]
+
+
 # --- cross-references ----------------------------------------------------------------
 
 
