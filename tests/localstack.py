@@ -351,7 +351,8 @@ class LocalStack:
             process = LocalProcess(
                 planned["name"],
                 self.command("worker", argv) + list(extra_args),
-                self.environment("worker", **env),
+                # Each replica's own (its liveness file, say), then the test's.
+                self.environment("worker", **{**planned["environment"], **env}),
                 self.workdir,
                 self.workdir / f"{planned['name']}.log",
             )
