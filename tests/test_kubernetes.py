@@ -194,7 +194,9 @@ def container_environment(objects: list[dict], workload: dict) -> dict[str, str]
             continue
         value_from = variable["valueFrom"]
         if "resourceFieldRef" in value_from:
-            env[variable["name"]] = str(manifests.resource_field(container, value_from["resourceFieldRef"]))
+            env[variable["name"]] = str(
+                manifests.resource_field(container, value_from["resourceFieldRef"])
+            )
             continue
         kind = "Secret" if "secretKeyRef" in value_from else "ConfigMap"
         ref = value_from.get("secretKeyRef") or value_from["configMapKeyRef"]
