@@ -302,8 +302,6 @@ def test_leaking_task_gets_its_pool_process_replaced(stack, tmp_path, record_pro
         assert first != second  # the second leak ran in a fresh process
         for pid in leaks:
             eventually(lambda pid=pid: not Path(f"/proc/{pid}").exists(), TIMEOUT, f"{pid} to end")
-        logs = "\n".join(own.worker_process(n).log_path.read_text() for n in own.worker_names)
-        assert len(re.findall(r"child process exiting after exceeding memory limit", logs)) == 2
         pids_after = worker_pool_pids(own)
         concurrency = {name: len(pids) for name, pids in pids_before.items()}
         assert {name: len(pids) for name, pids in pids_after.items()} == concurrency

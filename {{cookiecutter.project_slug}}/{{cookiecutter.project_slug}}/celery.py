@@ -53,7 +53,7 @@ app.steps["worker"].add(LivenessFile)
 
 
 @app.on_after_configure.connect
-def _pool_result_connections(sender: Celery, **_: Any) -> None:
+def _pool_result_connections(sender: Any, **_: Any) -> None:
     """Keep a pool of PostgreSQL connections for this process's result reads and writes."""
     # Celery's database backend pools its connections only in a process it saw forked (a
     # worker's pool process); anywhere else it opens and closes a connection for every

@@ -64,9 +64,7 @@ worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY", "2"))
 # one: the task's result is kept, no other task is touched. Each pool process gets an
 # even share of what the main process (about 60 MiB) leaves. The template sets this
 # default and the containers' limits from one number; change them together.
-worker_memory_limit_mib = int(
-    os.environ.get("CELERY_WORKER_MEMORY_LIMIT_MIB", "{{ cookiecutter.__worker_memory_mib }}")
-)
+worker_memory_limit_mib = int(os.environ.get("CELERY_WORKER_MEMORY_LIMIT_MIB", "{{ cookiecutter.__worker_memory_mib }}"))
 worker_main_process_mib = 64
 # In KiB, as Celery counts it (peak resident memory).
 worker_max_memory_per_child = (
