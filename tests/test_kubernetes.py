@@ -194,6 +194,11 @@ def container_environment(objects: list[dict], workload: dict) -> dict[str, str]
             env[variable["name"]] = variable["value"]
             continue
         value_from = variable["valueFrom"]
+        if "resourceFieldRef" in value_from:
+            env[variable["name"]] = str(
+                manifests.resource_field(container, value_from["resourceFieldRef"])
+            )
+            continue
         kind = "Secret" if "secretKeyRef" in value_from else "ConfigMap"
         ref = value_from.get("secretKeyRef") or value_from["configMapKeyRef"]
         (obj,) = find(objects, kind, ref["name"])
@@ -256,13 +261,15 @@ def test_probe_commands_tell_fresh_from_stale(bake, variant, tmp_path, record_pr
         variable = f"CELERY_{container['name'].upper()}_LIVENESS_FILE"
         (path,) = [v["value"] for v in container["env"] if v["name"] == variable]
         alive = tmp_path / Path(path).name
-        command = [part.replace(path, str(alive)) for part in probe["command"]]
-        assert subprocess.run(command, check=False).returncode != 0, "passes with no file"
+        # The probe reads the file's path from the container's environment.
+        env = {**os.environ, variable: str(alive)}
+        command = probe["command"]
+        assert subprocess.run(command, env=env, check=False).returncode != 0, "passes, no file"
         alive.touch()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         calls = 20
         for _ in range(calls):
-            assert subprocess.run(command, check=False).returncode == 0
+            assert subprocess.run(command, env=env, check=False).returncode == 0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         record_property(
@@ -271,7 +278,8 @@ def test_probe_commands_tell_fresh_from_stale(bake, variant, tmp_path, record_pr
         )
         old = alive.stat().st_mtime - 24 * 3600
         os.utime(alive, (old, old))
-        assert subprocess.run(command, check=False).returncode != 0, "passes with a stale file"
+        stale = subprocess.run(command, env=env, check=False)
+        assert stale.returncode != 0, "passes with a stale file"
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)

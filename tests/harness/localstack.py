@@ -382,7 +382,8 @@ class LocalStack:
             self.launch(
                 planned["name"],
                 self.command("worker", argv) + list(extra_args),
-                self.environment("worker", **env),
+                # Each replica's own (its liveness file, say), then the test's.
+                self.environment("worker", **{**planned["environment"], **env}),
             )
             hostnames = [arg.removeprefix("--hostname=") for arg in argv if "--hostname=" in arg]
             node = (hostnames or ["celery@%h"])[-1].replace("%h", socket.gethostname())

@@ -415,6 +415,8 @@ print(json.dumps({{
     "default_priority": conf.task_default_priority,
     "transport_options": conf.broker_transport_options,
     "task_time_limit": conf.task_time_limit,
+    "worker_concurrency": conf.worker_concurrency,
+    "worker_max_memory_per_child": conf.worker_max_memory_per_child,
 }}))
 """
 
@@ -563,3 +565,21 @@ def keda_queue_length(objects: list[dict], secret: dict[str, str]) -> int:
         return int(declared.message_count)
     finally:
         connection.close()
+
+
+# Binary suffixes of Kubernetes quantities, as the manifests use them.
+QUANTITY = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def quantity_bytes(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([KMG]i)?", text)
+    assert match, f"not a quantity this test reads: {text}"
+    return int(match[1]) * QUANTITY[match[2]]
+
+
+def resource_field(container: dict, ref: dict) -> int:
+    """A resourceFieldRef's value as the kubelet gives it: the container's resource in
+    units of the divisor, rounded up."""
+    kind, name = ref["resource"].split(".")
+    amount = quantity_bytes(container["resources"][kind][name])
+    return -(-amount // quantity_bytes(ref.get("divisor", "1")))

@@ -13,6 +13,7 @@ URL's). The stack is the run tier's LocalStack: no second copy of it.
 """
 
 import math
+import os
 import socket
 import subprocess
 import threading
@@ -112,20 +113,22 @@ def test_keda_reads_every_waiting_task_then_zero(servers, record_property):
     record_property("figure", f"{broker} trigger readings: sent {TASKS}, read {readings}")
 
 
-def probe(servers: LocalStack, component: str, alive: Path) -> list[str]:
-    """The component's liveness probe command from the dev overlay, on a local file."""
+def probe(servers: LocalStack, component: str, alive: Path) -> tuple[list[str], dict[str, str]]:
+    """The component's liveness probe command from the dev overlay, and the environment
+    that points it at a local file."""
     objects = manifests.build(servers.project, "dev")
     for _, container in manifests.containers(objects):
         if container["name"] == component:
             variable = f"CELERY_{component.upper()}_LIVENESS_FILE"
-            (path,) = [v["value"] for v in container["env"] if v["name"] == variable]
+            assert any(v["name"] == variable for v in container["env"]), variable
             command = container["livenessProbe"]["exec"]["command"]
-            return [part.replace(path, str(alive)) for part in command]
+            return command, {**os.environ, variable: str(alive)}
     raise AssertionError(f"no {component} container")
 
 
-def passes(command: list[str]) -> bool:
-    return subprocess.run(command, check=False, timeout=10).returncode == 0
+def passes(probe_and_env: tuple[list[str], dict[str, str]]) -> bool:
+    command, env = probe_and_env
+    return subprocess.run(command, env=env, check=False, timeout=10).returncode == 0
 
 
 def test_worker_keeps_its_liveness_file_fresh(servers):

@@ -5,12 +5,14 @@
 
 The commands and their environment come from compose.yaml, never from a copy here:
 through `docker compose config` where Docker Compose is installed, else read from the
-file with its ${VAR} settings taken from the shell and .env, as Compose takes them. Three
+file with its ${VAR} settings taken from the shell and .env, as Compose takes them. Four
 things differ from containers, because processes share one host:
 - the servers (the services without `build:`) are not started: Redis, RabbitMQ and
   PostgreSQL must answer on localhost, at their usual ports, with the settings in .env;
   URLs that name them by service name are pointed at 127.0.0.1;
 - replicas differ by host name in Compose; here they get --hostname=<service><n>@%h;
+- a container's /tmp is its own: a setting that names a file there (a liveness file)
+  names one of the process's own here, <name>.<file> in the working directory;
 - the one-shot services (`restart: "no"`, the app) run in the foreground, on this
   terminal, once the others are started; the others log to .local/<name>.log and run
   until Ctrl-C, which stops them as `docker compose down` does (SIGTERM, then SIGKILL).
@@ -61,7 +63,7 @@ def interpolate(text: str, variables: dict[str, str]) -> str:
 
     def replace(match: re.Match[str]) -> str:
         if match[1]:
-            return "$"
+            return "$$"  # kept escaped, as `docker compose config` prints it (see plan)
         name, operator, argument = match[2] or match[5], match[3] or "", match[4] or ""
         value = variables.get(name)
         # With a colon, empty counts as unset.
@@ -133,11 +135,38 @@ def localize(value: str, addresses: dict[str, str | None]) -> str:
     return urlunsplit(url._replace(netloc=netloc))
 
 
+def unescape(value: str) -> str:
+    """Compose's `$$`, a literal `$` once Compose has interpolated the file."""
+    return value.replace("$$", "$")
+
+
+def own_temp(value: str, name: str) -> str:
+    """A path under a container's private /tmp, made the process's own (see the top)."""
+    if value.startswith("/tmp/"):
+        return f"{name}.{value.removeprefix('/tmp/').replace('/', '.')}"
+    return value
+
+
+def health_check(service: dict) -> list[str] | None:
+    """The argv of the service's healthcheck `test`, as Docker runs it in the container."""
+    test = (service.get("healthcheck") or {}).get("test") or ["NONE"]
+    if isinstance(test, str):
+        test = ["CMD-SHELL", test]
+    kind, *rest = test
+    if kind == "CMD":
+        return [unescape(part) for part in rest]
+    if kind == "CMD-SHELL":
+        return ["/bin/sh", "-c", unescape(" ".join(rest))]
+    return None
+
+
 def plan(model: dict, addresses: dict[str, str] | None = None) -> list[dict]:
-    """The processes to start, by name, the one-shot ones last. The servers (services
-    without `build:`) are not among them: their URLs point at 127.0.0.1, or at the
-    "host:port" that `addresses` gives a server (the template's tests give each stack
-    servers of its own)."""
+    """The processes to start, by name, the one-shot ones last, each with its healthcheck's
+    argv (None without one; this script does not run them, the template's tests do, in
+    the process's environment and working directory). The servers (services without
+    `build:`) are not among them: their URLs point at 127.0.0.1, or at the "host:port"
+    that `addresses` gives a server (the template's tests give each stack servers of
+    its own). `model` is as `docker compose config` prints it: `$$` still escaped."""
     services = model["services"]
     servers = {name for name, service in services.items() if "build" not in service}
     server_addresses: dict[str, str | None] = dict.fromkeys(servers)
@@ -147,20 +176,24 @@ def plan(model: dict, addresses: dict[str, str] | None = None) -> list[dict]:
         if name in servers:
             continue
         environment = {
-            key: localize(value, server_addresses)
+            key: localize(unescape(value), server_addresses)
             for key, value in (service.get("environment") or {}).items()
         }
         replicas = (service.get("deploy") or {}).get("replicas", 1)
         for number in range(1, replicas + 1):
-            argv = list(service["command"])
+            process_name = f"{name}{number}" if replicas > 1 else name
+            argv = [unescape(arg) for arg in service["command"]]
             if replicas > 1:
                 argv.append(f"--hostname={name}{number}@%h")
             processes.append(
                 {
                     "service": name,
-                    "name": f"{name}{number}" if replicas > 1 else name,
+                    "name": process_name,
                     "argv": argv,
-                    "environment": environment,
+                    "environment": {
+                        key: own_temp(value, process_name) for key, value in environment.items()
+                    },
+                    "healthcheck": health_check(service),
                     "one_shot": service.get("restart") == "no",
                 }
             )

@@ -10,9 +10,7 @@ from celery.signals import worker_init
 
 # Imported for its signal handlers: JSON or text log lines, by LOG_FORMAT (logs.py).
 from . import logs  # noqa: F401
-{%- if cookiecutter.use_kubernetes %}
 from .liveness import LivenessFile
-{%- endif %}
 
 
 class Task(CeleryTask):
@@ -49,19 +47,33 @@ app: Celery = Celery(
 )
 # All settings, each with its reason, live in config.py.
 app.config_from_object("{{ cookiecutter.project_slug }}.config")
-{%- if cookiecutter.use_kubernetes %}
-# The liveness file that Kubernetes' probe checks (liveness.py).
+# The liveness file that the worker's health check reads (liveness.py).
 app.steps["worker"].add(LivenessFile)
-{%- endif %}
 {%- if cookiecutter.result_backend == "postgresql" %}
+
+
+@app.on_after_configure.connect
+def _pool_result_connections(sender: Any, **_: Any) -> None:
+    """Keep a pool of PostgreSQL connections for this process's result reads and writes."""
+    # Celery's database backend pools its connections only in a process it saw forked (a
+    # worker's pool process); anywhere else it opens and closes a connection for every
+    # result it reads or writes: 7-8 ms of CPU per read in the app's live view
+    # (BENCHMARKS.md). A process that does not fork (the app, Beat, Flower, your own
+    # clients) may pool safely, so every process does once its settings are loaded, in
+    # the thread that loads them (Celery gives each thread a backend of its own)...
+    sender.backend.session_manager.forked = True
 
 
 @worker_init.connect
 def _set_up_result_backend(sender: Any, **_: Any) -> None:
     """Set up the result backend in the worker's main process, before the pool forks."""
-    # Celery's database backend pools its connections in a pool process only if it was
-    # set up before that process was forked; set up after, it opens and closes a new
-    # PostgreSQL connection for every result: 4x the worker's CPU time per `add`
-    # (BENCHMARKS.md). The start-up banner used to set it up; --quiet leaves that out.
-    sender.app.backend  # noqa: B018
+    backend = sender.app.backend
+    # ... except the worker's main process, which forks the pool processes at any time
+    # (a replaced one, too): a pooled connection it held would be shared with them. It
+    # opens one per result, as Celery means it to; each pool process pools its own.
+    backend.session_manager.forked = False
+    # A pool process pools only if the backend was set up before it was forked; set up
+    # after, it opens and closes a new PostgreSQL connection for every result: 4x the
+    # worker's CPU time per `add` (BENCHMARKS.md). The start-up banner used to set it
+    # up; --quiet leaves that out. (Loading the settings now sets it up, too.)
 {%- endif %}

@@ -56,6 +56,21 @@ worker_prefetch_multiplier = 1
 # the host's CPU count, would multiply with the replicas on one host.
 worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY", "2"))
 
+# A task that leaks memory must not take the host down. The worker's container has a
+# memory limit (compose.yaml's deploy.resources, the Kubernetes manifest's limits, both
+# this number): past it the kernel kills a process of the container, maybe the worker's
+# main one, and every task it holds is delivered again. Before that, a pool process
+# whose peak memory passed its share of the limit after a task is replaced by a fresh
+# one: the task's result is kept, no other task is touched. Each pool process gets an
+# even share of what the main process (about 60 MiB) leaves. The template sets this
+# default and the containers' limits from one number; change them together.
+worker_memory_limit_mib = int(os.environ.get("CELERY_WORKER_MEMORY_LIMIT_MIB", "{{ cookiecutter.__worker_memory_mib }}"))
+worker_main_process_mib = 64
+# In KiB, as Celery counts it (peak resident memory).
+worker_max_memory_per_child = (
+    (worker_memory_limit_mib - worker_main_process_mib) * 1024 // worker_concurrency
+)
+
 # A task that runs past task_time_limit seconds is killed, so a hung task cannot
 # hold a pool process for ever; SoftTimeLimitExceeded is raised 5 s earlier so it
 # can clean up. Every other timeout follows from this one: the sample long_task
@@ -108,6 +123,12 @@ task_publish_retry_policy = {
 
 {%- if cookiecutter.result_backend == "postgresql" %}
 
+# The result tables are created by the first process that reads or writes a result,
+# not whenever the settings are loaded: every process sets its result backend up as
+# it loads them (celery.py, to pool its connections), and a command that never touches
+# a result (`celery inspect`, the app's --help) should not need PostgreSQL.
+database_create_tables_at_setup = False
+
 # Results are read soon after a task ends; after a day they are deleted by the
 # celery.backend_cleanup task, which Beat sends daily at 04:00 (without Beat, call
 # it yourself: celery call celery.backend_cleanup).
@@ -132,11 +153,9 @@ beat_schedule = {
         "args": (20, 22),
     },
 }
-{%- if cookiecutter.use_kubernetes %}
-# Beat's own scheduler, which also touches the file of Kubernetes' liveness probe
-# (liveness.py); idle outside Kubernetes.
+# Beat's own scheduler, which also touches the file its health check reads
+# (liveness.py; compose.yaml and the Kubernetes manifests name the file).
 beat_scheduler = "{{ cookiecutter.project_slug }}.liveness:LivenessScheduler"
-{%- endif %}
 {%- endif %}
 
 timezone = "UTC"

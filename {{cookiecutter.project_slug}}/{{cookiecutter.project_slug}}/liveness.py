@@ -1,16 +1,19 @@
-"""A liveness signal the worker keeps fresh itself, for Kubernetes' liveness probe.
+"""The liveness signal of the worker and of Beat, for their health checks: compose.yaml's
+healthchecks and Kubernetes' probes both check the age of a file kept fresh here.
 
-`celery inspect ping` as a probe costs about 0.3 s of CPU per call (a whole Celery
-client starts, connects and waits for replies) and fails whenever the broker blips,
-so the kubelet restarts healthy workers. Instead, the worker's own event loop touches
-a file every few seconds; the probe (k8s/base/worker.yaml) only checks the file's age,
-for a few milliseconds of CPU (README.md, "Run on Kubernetes"). A hung event loop stops
-touching it. So does a broker outage, while Celery reconnects: the probe allows several
-minutes of silence before the kubelet restarts the worker.
+`celery inspect ping` as a check costs about 0.3 s of CPU per call (a whole Celery
+client starts, connects and waits for replies), and every worker receives every ping
+(a broadcast), so its cost grows with the square of the worker count; and it fails
+whenever the broker blips. Instead, the worker's own event loop touches a file every few
+seconds; the check only reads the file's age, for a few milliseconds of CPU whatever the
+number of workers (README.md, "Health checks"). The loop runs only once the worker is
+connected to the broker and consuming: the first touch says "ready", and a hung loop
+stops touching. So does a broker outage, while Celery reconnects: the checks allow a
+minute of silence, and then some failed checks, before calling the worker unhealthy.
 
-Beat's probe checks a file its scheduler touches on every tick in the same way.
+Beat's check reads a file its scheduler touches on every tick in the same way.
 Both are idle unless CELERY_WORKER_LIVENESS_FILE or CELERY_BEAT_LIVENESS_FILE names
-the file (the manifests set them).
+the file (compose.yaml and the Kubernetes manifests set them).
 """
 
 import os
@@ -25,7 +28,7 @@ def _path(variable: str) -> Path | None:
     return Path(setting) if setting else None
 
 
-# Seconds between touches; the probe's age limit is several times this.
+# Seconds between touches; the checks' age limit is several times this.
 INTERVAL = 5.0
 
 
@@ -43,7 +46,12 @@ class LivenessFile(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         if self.path is None:
             return
-        self.touch()
+        # A file left by an earlier run (a restarted container keeps its /tmp) says
+        # nothing about this one.
+        self.path.unlink(missing_ok=True)
+        # Not touched here: the first touch comes from the event loop, which runs once the
+        # worker is connected and consuming, so a fresh file means ready, not just started.
+        parent.timer.call_after(0, self.touch)
         self.timer_entry = parent.timer.call_repeatedly(INTERVAL, self.touch)
 
     def stop(self, parent: Any) -> None:
@@ -60,7 +68,7 @@ class LivenessFile(bootsteps.StartStopStep):
 
 class LivenessScheduler(beat.PersistentScheduler):
     """Beat's default scheduler, touching CELERY_BEAT_LIVENESS_FILE on every tick (at
-    least every beat_max_loop_interval, 300 s), for Beat's liveness probe."""
+    least every beat_max_loop_interval, 300 s), for Beat's health check."""
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         path = _path("CELERY_BEAT_LIVENESS_FILE")
