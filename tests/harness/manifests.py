@@ -159,7 +159,8 @@ def differences(given, model, path: str = "") -> list[str]:
 def container_environment(objects: list[dict], container: dict) -> dict[str, str]:
     """The container's environment as the kubelet builds it: every key of each envFrom
     ConfigMap and Secret in order, then `env` (a value, with $(VAR) of the variables
-    before it expanded, or a key of a ConfigMap or Secret), later entries winning."""
+    before it expanded, a key of a ConfigMap or Secret, or one of the container's
+    resources), later entries winning."""
     environment: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -181,6 +182,9 @@ def container_environment(objects: list[dict], container: dict) -> dict[str, str
             ref = value_from["secretKeyRef"]
             (secret,) = find(objects, "Secret", ref["name"])
             environment[variable["name"]] = secret_data(secret)[ref["key"]]
+        elif "resourceFieldRef" in value_from:
+            ref = value_from["resourceFieldRef"]
+            environment[variable["name"]] = str(resource_field(container, ref))
         else:
             raise AssertionError(f"{variable['name']}: a valueFrom the tests cannot resolve")
     return environment
