@@ -227,9 +227,10 @@ def test_dev_overlay_containers_run_the_sample_tasks(servers):
 # about two minutes instead of twenty. The workers' grace period is NOT shortened: it is
 # what must let running tasks finish.
 SPEEDUP = 10
-# The burst; then, until the second scale-in, one more long_task each polling interval,
-# so that the scale-in meets workers with tasks running, as it does in a real service.
-LONG_TASKS, LONG_SECONDS, ADDS = 32, 15, 300
+# The burst; then, until the second scale-in, one more long_task every TRICKLE_POLLS
+# polling intervals (fewer than two workers run, so that the queue stays short), so that
+# the scale-in meets workers with tasks running, as it does in a real service.
+LONG_TASKS, LONG_SECONDS, ADDS, TRICKLE_POLLS = 32, 15, 300, 4
 
 
 # The trigger's metadata keys for its target (per replica) and its activation threshold.
@@ -363,12 +364,14 @@ def test_keda_rule_scales_the_workers_out_and_back_without_cutting_a_task(server
     adds = [send(servers.task("add"), args=(n, n)) for n in range(ADDS)]
     started_at = time.monotonic()
     timeline: list[tuple[float, int, int]] = []  # (seconds, metric, replicas)
+    polls: list[float] = []
     while True:
         now = time.monotonic() - started_at
         metric = manifests.keda_queue_length(objects, secret)
         scale_to(rule.replicas(now, metric, len(running)))
-        if len(stops) < 2:
+        if len(stops) < 2 and len(polls) % TRICKLE_POLLS == 0:
             longs.append(send(servers.task("long_task"), args=(LONG_SECONDS,)))
+        polls.append(now)
         if not timeline or timeline[-1][1:] != (metric, len(running)):
             timeline.append((round(now, 1), metric, len(running)))
         done = all(result.ready() for result in longs + adds)
