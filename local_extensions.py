@@ -1,10 +1,12 @@
 """Jinja helpers for the template, loaded through `_extensions` in cookiecutter.json."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import cookiecutter.prompt
+from jinja2 import Environment, TemplateNotFound, pass_environment
 from jinja2.ext import Extension
 
 # The template's own strings per cookiecutter.json key: defaults such as project_slug's
@@ -36,6 +38,43 @@ def python_string(value: str) -> str:
     # Not tojson: JSON writes an emoji as two \\u surrogate escapes, which Python reads
     # back as two lone surrogates instead of the emoji.
     return repr(value)
+
+
+# A uv.lock is a header, then one "[[package]]" table per package, in name order; the
+# project's own table is the one installed from its own directory.
+_LOCK_PACKAGE = "\n[[package]]\n"
+_LOCK_OWN_SOURCE = '\nsource = { editable = "." }\n'
+
+
+def uv_lock_for(lock: str, slug: str) -> str:
+    """A lock made by scripts/lock, for the project named `slug`: uv.lock names the project
+    by its normalized name (PEP 503: "billing__v2" is "billing-v2") and keeps the packages
+    in name order, so its own table is renamed and moved where `uv lock` would write it.
+    Every other byte stays as uv wrote it."""
+    name = re.sub(r"[-_.]+", "-", slug).lower()
+    header, *packages = lock.split(_LOCK_PACKAGE)
+    (own,) = [package for package in packages if _LOCK_OWN_SOURCE in package]
+    packages.remove(own)
+    own = re.sub(r'\Aname = "[^"]*"\n', f'name = "{name}"\n', own)
+    names = [re.match(r'name = "([^"]*)"', package)[1] for package in packages]
+    position = next((i for i, other in enumerate(names) if other > name), len(packages))
+    packages.insert(position, own)
+    return _LOCK_PACKAGE.join([header, *packages])
+
+
+@pass_environment
+def uv_lock(environment: Environment, lock_name: str, slug: str) -> str:
+    """templates/uv-locks/<lock_name>.lock for the project `slug` (uv_lock_for). Read
+    through cookiecutter's loader, whose paths include the template's templates/ folder,
+    but not compiled as Jinja as an include would be: a lock is data, and compiling one
+    costs more than the rest of a bake's files together."""
+    path = f"uv-locks/{lock_name}.lock"
+    try:
+        source, _, _ = environment.loader.get_source(environment, path)
+    except TemplateNotFound:
+        message = f"no lock for these answers: templates/{path}; make it with scripts/lock"
+        raise TemplateNotFound(path, message) from None
+    return uv_lock_for(source, slug)
 
 
 def _strings(value) -> set[str]:
@@ -75,6 +114,7 @@ class TemplateExtension(Extension):
         environment.globals["fail"] = fail
         environment.filters["toml_string"] = toml_string
         environment.filters["python_string"] = python_string
+        environment.globals["uv_lock"] = uv_lock
 
     def preprocess(self, source, name, filename=None):
         """Keep answers literal: cookiecutter renders every prompt value as Jinja, answers

@@ -16,7 +16,9 @@ IMPORTED_PACKAGES = {
     "pygments", "pytest", "redis", "rich", "sqlalchemy", "tests", "tornado",
     "typing_extensions", "tzdata", "vine", "yaml",
 }
-SLUG_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+# Also the project's name in pyproject.toml and uv.lock, which must start and end with a
+# letter or digit (PEP 508; uv refuses "_private").
+SLUG_PATTERN = re.compile(r"[a-z]([a-z0-9_]*[a-z0-9])?")
 # Every rendered line that names the package is written to fit ruff's 100 columns with a
 # name this long, and names made from it stay within PostgreSQL's 63-byte identifiers and
 # a DNS label's 63 characters (Kubernetes names, with suffixes such as "-flower").
@@ -29,7 +31,10 @@ WORKER_COUNT_RANGE = range(1, 65)
 
 def slug_problem(slug: str) -> str | None:
     if not SLUG_PATTERN.fullmatch(slug):
-        return "a lowercase Python identifier (a-z, 0-9, _; not starting with a digit)"
+        return (
+            "a lowercase Python identifier (a-z, 0-9, _) that starts with a letter"
+            " and ends with a letter or digit"
+        )
     if len(slug) > SLUG_MAX_LENGTH:
         return f"at most {SLUG_MAX_LENGTH} characters"
     if keyword.iskeyword(slug):
