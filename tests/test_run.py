@@ -909,13 +909,13 @@ def test_broker_restart_loses_no_task(stack, tmp_path, record_property):
 
 
 def test_project_own_tests_pass(stack):
-    """The rendered project's test suite passes against the variant's broker and backend,
-    with its own in-process worker the only one consuming (so it comes last)."""
+    """`make test` (uv run --locked pytest) passes against the variant's broker and backend,
+    with the tests' own in-process worker the only one consuming (so it comes last)."""
     stack.stop_workers()
     result = subprocess.run(
-        [str(stack.venv / "bin" / "pytest"), "-q", "-p", "no:cacheprovider"],
+        ["make", "test"],
         cwd=stack.project,
-        env=stack.environment("worker"),
+        env=stack.make_environment(),
         capture_output=True,
         text=True,
         timeout=300,
