@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import cookiecutter.prompt
-from jinja2 import Environment, TemplateNotFound, pass_environment
 from jinja2.ext import Extension
 
 # The template's own strings per cookiecutter.json key: defaults such as project_slug's
@@ -62,19 +61,34 @@ def uv_lock_for(lock: str, slug: str) -> str:
     return _LOCK_PACKAGE.join([header, *packages])
 
 
-@pass_environment
-def uv_lock(environment: Environment, lock_name: str, slug: str) -> str:
-    """templates/uv-locks/<lock_name>.lock for the project `slug` (uv_lock_for). Read
-    through cookiecutter's loader, whose paths include the template's templates/ folder,
-    but not compiled as Jinja as an include would be: a lock is data, and compiling one
-    costs more than the rest of a bake's files together."""
-    path = f"uv-locks/{lock_name}.lock"
-    try:
-        source, _, _ = environment.loader.get_source(environment, path)
-    except TemplateNotFound:
-        message = f"no lock for these answers: templates/{path}; make it with scripts/lock"
-        raise TemplateNotFound(path, message) from None
-    return uv_lock_for(source, slug)
+# Where cookiecutter's loader finds includes too ("../templates" from the project folder).
+_LOCKS_DIR = Path(__file__).with_name("templates") / "uv-locks"
+
+
+def _lock_source(lock_name: str) -> str:
+    """templates/uv-locks/<lock_name>.lock. Read, not included: an include would compile
+    the lock as Jinja, which costs more than the rest of a bake's files together, and the
+    hooks, which need it too, are rendered without a loader."""
+    path = _LOCKS_DIR / f"{lock_name}.lock"
+    if not path.exists():
+        raise FileNotFoundError(f"no lock for these answers: {path}; make it with scripts/lock")
+    return path.read_text(encoding="utf-8")
+
+
+def uv_lock(lock_name: str, slug: str) -> str:
+    """The lock named `lock_name` for the project `slug` (uv_lock_for)."""
+    return uv_lock_for(_lock_source(lock_name), slug)
+
+
+def locked_packages(lock_name: str) -> list[str]:
+    """The normalized names of the packages in the lock named `lock_name`, the project's
+    own excepted."""
+    _, *packages = _lock_source(lock_name).split(_LOCK_PACKAGE)
+    return [
+        re.match(r'name = "([^"]*)"', package)[1]
+        for package in packages
+        if _LOCK_OWN_SOURCE not in package
+    ]
 
 
 def _strings(value) -> set[str]:
@@ -115,6 +129,7 @@ class TemplateExtension(Extension):
         environment.filters["toml_string"] = toml_string
         environment.filters["python_string"] = python_string
         environment.globals["uv_lock"] = uv_lock
+        environment.globals["locked_packages"] = locked_packages
 
     def preprocess(self, source, name, filename=None):
         """Keep answers literal: cookiecutter renders every prompt value as Jinja, answers

@@ -16,6 +16,9 @@ IMPORTED_PACKAGES = {
     "pygments", "pytest", "redis", "rich", "sqlalchemy", "tests", "tornado",
     "typing_extensions", "tzdata", "vine", "yaml",
 }
+# The packages in uv.lock, by normalized name: a project named like one would stand in
+# for it (uv refuses a project that depends on itself, and locks only one of the two).
+LOCKED_PACKAGES = set({{ locked_packages(cookiecutter.__uv_lock) | tojson }})
 # Also the project's name in pyproject.toml and uv.lock, which must start and end with a
 # letter or digit (PEP 508; uv refuses "_private").
 SLUG_PATTERN = re.compile(r"[a-z]([a-z0-9_]*[a-z0-9])?")
@@ -41,6 +44,8 @@ def slug_problem(slug: str) -> str | None:
         return "a name that is not a Python keyword"
     if slug in IMPORTED_PACKAGES or slug in sys.stdlib_module_names:
         return "a name that does not shadow a package the project imports"
+    if re.sub(r"_+", "-", slug) in LOCKED_PACKAGES:
+        return "a name that no package in uv.lock has (such as wcwidth or python_json_logger)"
     if slug in PROJECT_FOLDERS:
         return f"a name other than the project's folders ({', '.join(sorted(PROJECT_FOLDERS))})"
     return None

@@ -151,3 +151,24 @@ def test_a_stale_lock_is_found(bake, tmp_path):
     assert loosened != pyproject
     (clone / "pyproject.toml").write_text(loosened, encoding="utf-8")
     assert uv_lock_check(clone)[0] != 0
+
+
+def test_a_package_name_in_the_lock_is_refused_as_a_slug(bake, bake_answers, capfd):
+    """A package named like one that uv.lock holds would stand in for it: the hook refuses
+    every such name with one line, and nothing is left on disk."""
+    project = bake(ALL_VARIANTS[0])
+    lock = tomllib.loads((project / "uv.lock").read_text(encoding="utf-8"))
+    names = {
+        package["name"].replace("-", "_")
+        for package in lock["package"]
+        if package["source"] != {"editable": "."}
+    }
+    slugs = sorted(name for name in names if re.fullmatch(r"[a-z][a-z0-9_]*", name))
+    assert slugs
+    for slug in slugs:
+        capfd.readouterr()
+        output_dir, error = bake_answers(**ALL_VARIANTS[0], project_slug=slug)
+        stderr = capfd.readouterr().err
+        assert error is not None, f"{slug!r} was accepted"
+        assert f"ERROR: project_slug {slug!r} is not allowed; allowed: " in stderr, stderr
+        assert list(output_dir.iterdir()) == []
