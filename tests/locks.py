@@ -1,6 +1,6 @@
 """The uv locks the template carries in templates/uv-locks/: one per distinct set of
 dependencies and requires-python that the answers put in the rendered pyproject.toml.
-The rendered uv.lock includes the one named by cookiecutter.json's `__uv_lock`, with the
+The rendered uv.lock is the one named by cookiecutter.json's `__uv_lock`, with the
 project's own name put in (local_extensions.uv_lock_for); scripts/lock makes them."""
 
 import itertools

@@ -80,7 +80,10 @@ def test_floors_are_the_tested_versions(path):
         name, specifier = requirement["name"], requirement["specifier"]
         floor = re.search(r"(?:>=|==)([^,]+)", specifier)
         assert floor, f"{name} {specifier}: no lowest version"
-        assert locked[name] == {floor[1]}, f"{name} {specifier}: locked {locked[name]}"
+        assert locked[name] == {floor[1]}, (
+            f"{path.name}: {name} {specifier}, locked {sorted(locked[name])}: make the"
+            " locked version the floor in the rendered pyproject.toml, then run scripts/lock"
+        )
 
 
 def dockerfile_steps(project) -> list[str]:
