@@ -2,7 +2,7 @@
 # Each target is a short command over scripts/; CI runs `scripts/run-tests` (all tiers),
 # which a newcomer can run directly too (README.md).
 .DEFAULT_GOAL := help
-.PHONY: help test static run containers bench bake lint
+.PHONY: help test static run containers bench bake lint lock
 
 # Arguments for pytest, e.g. make run PYTEST_ARGS='-k rabbitmq'
 PYTEST_ARGS ?=
@@ -32,3 +32,6 @@ bake: ## render a project into build/ with the default answers, or ANSWERS
 
 lint: ## ruff on the template's own code (the tests lint the rendered projects)
 	uv run --locked ruff check . && uv run --locked ruff format --check .
+
+lock: ## remake the rendered projects' uv.lock files (templates/uv-locks/) after a dependency change
+	scripts/lock

@@ -1,6 +1,7 @@
 """Jinja helpers for the template, loaded through `_extensions` in cookiecutter.json."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,58 @@ def python_string(value: str) -> str:
     # Not tojson: JSON writes an emoji as two \\u surrogate escapes, which Python reads
     # back as two lone surrogates instead of the emoji.
     return repr(value)
+
+
+# A uv.lock is a header, then one "[[package]]" table per package, in name order; the
+# project's own table is the one installed from its own directory.
+_LOCK_PACKAGE = "\n[[package]]\n"
+_LOCK_OWN_SOURCE = '\nsource = { editable = "." }\n'
+
+
+def uv_lock_for(lock: str, slug: str) -> str:
+    """A lock made by scripts/lock, for the project named `slug`: uv.lock names the project
+    by its normalized name (PEP 503: "billing__v2" is "billing-v2") and keeps the packages
+    in name order, so its own table is renamed and moved where `uv lock` would write it.
+    Every other byte stays as uv wrote it."""
+    name = re.sub(r"[-_.]+", "-", slug).lower()
+    header, *packages = lock.split(_LOCK_PACKAGE)
+    (own,) = [package for package in packages if _LOCK_OWN_SOURCE in package]
+    packages.remove(own)
+    own = re.sub(r'\Aname = "[^"]*"\n', f'name = "{name}"\n', own)
+    names = [re.match(r'name = "([^"]*)"', package)[1] for package in packages]
+    position = next((i for i, other in enumerate(names) if other > name), len(packages))
+    packages.insert(position, own)
+    return _LOCK_PACKAGE.join([header, *packages])
+
+
+# Where cookiecutter's loader finds includes too ("../templates" from the project folder).
+_LOCKS_DIR = Path(__file__).with_name("templates") / "uv-locks"
+
+
+def _lock_source(lock_name: str) -> str:
+    """templates/uv-locks/<lock_name>.lock. Read, not included: an include would compile
+    the lock as Jinja, which costs more than the rest of a bake's files together, and the
+    hooks, which need it too, are rendered without a loader."""
+    path = _LOCKS_DIR / f"{lock_name}.lock"
+    if not path.exists():
+        raise FileNotFoundError(f"no lock for these answers: {path}; make it with scripts/lock")
+    return path.read_text(encoding="utf-8")
+
+
+def uv_lock(lock_name: str, slug: str) -> str:
+    """The lock named `lock_name` for the project `slug` (uv_lock_for)."""
+    return uv_lock_for(_lock_source(lock_name), slug)
+
+
+def locked_packages(lock_name: str) -> list[str]:
+    """The normalized names of the packages in the lock named `lock_name`, the project's
+    own excepted."""
+    _, *packages = _lock_source(lock_name).split(_LOCK_PACKAGE)
+    return [
+        re.match(r'name = "([^"]*)"', package)[1]
+        for package in packages
+        if _LOCK_OWN_SOURCE not in package
+    ]
 
 
 def _strings(value) -> set[str]:
@@ -75,6 +128,8 @@ class TemplateExtension(Extension):
         environment.globals["fail"] = fail
         environment.filters["toml_string"] = toml_string
         environment.filters["python_string"] = python_string
+        environment.globals["uv_lock"] = uv_lock
+        environment.globals["locked_packages"] = locked_packages
 
     def preprocess(self, source, name, filename=None):
         """Keep answers literal: cookiecutter renders every prompt value as Jinja, answers

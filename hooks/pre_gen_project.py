@@ -16,7 +16,12 @@ IMPORTED_PACKAGES = {
     "pygments", "pytest", "redis", "rich", "sqlalchemy", "tests", "tornado",
     "typing_extensions", "tzdata", "vine", "yaml",
 }
-SLUG_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+# The packages in uv.lock, by normalized name: a project named like one would stand in
+# for it (uv refuses a project that depends on itself, and locks only one of the two).
+LOCKED_PACKAGES = set({{ locked_packages(cookiecutter.__uv_lock) | tojson }})
+# Also the project's name in pyproject.toml and uv.lock, which must start and end with a
+# letter or digit (PEP 508; uv refuses "_private").
+SLUG_PATTERN = re.compile(r"[a-z]([a-z0-9_]*[a-z0-9])?")
 # Every rendered line that names the package is written to fit ruff's 100 columns with a
 # name this long, and names made from it stay within PostgreSQL's 63-byte identifiers and
 # a DNS label's 63 characters (Kubernetes names, with suffixes such as "-flower").
@@ -29,13 +34,18 @@ WORKER_COUNT_RANGE = range(1, 65)
 
 def slug_problem(slug: str) -> str | None:
     if not SLUG_PATTERN.fullmatch(slug):
-        return "a lowercase Python identifier (a-z, 0-9, _; not starting with a digit)"
+        return (
+            "a lowercase Python identifier (a-z, 0-9, _) that starts with a letter"
+            " and ends with a letter or digit"
+        )
     if len(slug) > SLUG_MAX_LENGTH:
         return f"at most {SLUG_MAX_LENGTH} characters"
     if keyword.iskeyword(slug):
         return "a name that is not a Python keyword"
     if slug in IMPORTED_PACKAGES or slug in sys.stdlib_module_names:
         return "a name that does not shadow a package the project imports"
+    if re.sub(r"_+", "-", slug) in LOCKED_PACKAGES:
+        return "a name that no package in uv.lock has (such as wcwidth or python_json_logger)"
     if slug in PROJECT_FOLDERS:
         return f"a name other than the project's folders ({', '.join(sorted(PROJECT_FOLDERS))})"
     return None

@@ -172,7 +172,7 @@ def test_rendered_workflow_tests_against_the_variants_servers(bake, variant):
         # port that service publishes.
         published = job["services"][compose_url.hostname]["ports"]
         assert f"{ci_url.port}:{compose_url.port}" in published, setting
-    assert step_commands(job)[-1] == "uv run pytest"
+    assert step_commands(job)[-1] == "uv run --locked pytest"
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS, ids=variant_id)

@@ -47,10 +47,14 @@ def test_every_target_expands_to_its_commands(bake, variant):
         "up": ["docker compose up --build"],
         "down": ["docker compose down"],
         "logs": ["docker compose logs --follow"],
-        "test": ["uv run pytest"],
-        "lint": ["uv run ruff check .", "uv run ruff format --check .", "uv run mypy"],
-        "bench": [f"uv run python -m {slug}.bench "],
-        "local": ["uv run python scripts/local.py"],
+        "test": ["uv run --locked pytest"],
+        "lint": [
+            "uv run --locked ruff check .",
+            "uv run --locked ruff format --check .",
+            "uv run --locked mypy",
+        ],
+        "bench": [f"uv run --locked python -m {slug}.bench "],
+        "local": ["uv run --locked python scripts/local.py"],
     }
     for target, commands in expected.items():
         assert recipe(project, target) == commands, target

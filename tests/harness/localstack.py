@@ -77,16 +77,19 @@ def find_python(version: str) -> Path:
 
 
 def make_venv(project: Path, version: str, venv: Path) -> Path:
-    """A virtual environment of the chosen Python with the project and its dev group."""
-    uv = find_uv_bin()
-    for command in (
-        [uv, "venv", "--quiet", "--python", str(find_python(version)), str(venv)],
-        [uv, "pip", "install", "--quiet", "--python", str(venv), ".", "--group", "dev"],
-    ):
-        result = subprocess.run(
-            command, cwd=project, capture_output=True, text=True, timeout=600, check=False
-        )
-        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}{result.stderr}"
+    """A virtual environment of the chosen Python with what `make test` installs: the
+    versions in the project's uv.lock (refused if it is stale), dev group included."""
+    command = [find_uv_bin(), "sync", "--locked", "--quiet", "--python", find_python(version)]
+    result = subprocess.run(
+        command,
+        cwd=project,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
     return venv
 
 
@@ -351,6 +354,19 @@ class LocalStack:
         env = self.host_environment()
         env.update(self.planned(service)[0]["environment"])
         env.update(overrides)
+        return env
+
+    def make_environment(self) -> dict[str, str]:
+        """The worker's environment for the project's `make` targets: uv (the template's
+        pinned one) uses this stack's virtual environment; pytest writes no cache into
+        the bake."""
+        env = self.environment("worker")
+        env["PATH"] = f"{Path(find_uv_bin()).parent}{os.pathsep}{env['PATH']}"
+        env.update(
+            UV_PROJECT_ENVIRONMENT=str(self.venv),
+            UV_PYTHON_DOWNLOADS="never",
+            PYTEST_ADDOPTS="-p no:cacheprovider",
+        )
         return env
 
     def command(self, service: str, argv: tuple[str, ...] = ()) -> list[str]:

@@ -40,11 +40,11 @@ SLUG_MAX_LENGTH = COOKIECUTTER_JSON["_slug_max_length"]
 
 def edge_slugs() -> list[str]:
     """Package names the pre-generation hook accepts that the default does not try: the
-    longest allowed, the shortest, a leading and a doubled underscore, digits, and names
-    the project also uses for its modules and its Celery app."""
+    longest allowed, the shortest, a doubled underscore, digits, and names the project
+    also uses for its modules and its Celery app."""
     longest = "customer_invoice_reconciliation_services_for_emea_and_apac"[:SLUG_MAX_LENGTH]
     assert len(longest) == SLUG_MAX_LENGTH, "make the longest name longer"
-    return [longest, "x", "_private", "billing__v2_2024", "tasks", "config", "logs", "app"]
+    return [longest, "x", "billing__v2_2024", "tasks", "config", "logs", "app"]
 
 
 def _all_variants() -> list[dict]:

@@ -8,14 +8,14 @@ pytestmark = pytest.mark.run
 
 
 def test_project_own_tests_pass(stack, tmp_path):
-    """The rendered project's test suite passes against the variant's broker and backend.
-    It starts its own in-process worker, so it gets servers where no other worker
-    consumes (the shared stack's workers would take its tasks)."""
+    """`make test` (uv run --locked pytest) passes against the variant's broker and
+    backend. The tests start their own in-process worker, so they get servers where no
+    other worker consumes (the shared stack's workers would take their tasks)."""
     with stack.another(tmp_path) as servers_only:
         result = subprocess.run(
-            [str(stack.venv / "bin" / "pytest"), "-q", "-p", "no:cacheprovider"],
+            ["make", "test"],
             cwd=stack.project,
-            env=servers_only.environment("worker"),
+            env=servers_only.make_environment(),
             capture_output=True,
             text=True,
             timeout=300,
