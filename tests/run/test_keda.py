@@ -12,6 +12,7 @@ local server; the static tier proves the dev Secret's address and password are t
 URL's). The stack is the run tier's LocalStack: no second copy of it.
 """
 
+import itertools
 import math
 import os
 import socket
@@ -305,6 +306,50 @@ class ScalingRule:
         return max(limit - removed, 0)
 
 
+class WorkerDeployment:
+    """The worker Deployment's pods as local processes (kubelet_process), scaled as the
+    ReplicaSet controller and the kubelet do: a new pod per missing replica; per surplus
+    one, the newest pod gets SIGTERM and the Deployment's grace period, on a thread of its
+    own (the autoscaler goes on meanwhile), then SIGKILL if it is still there."""
+
+    def __init__(self, servers: LocalStack, objects: list[dict], name: str):
+        self.servers, self.objects = servers, objects
+        (deployment,) = manifests.find(objects, "Deployment", name)
+        self.grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        self.running: list = []  # oldest first
+        self.every_pod: dict = {}
+        # (pod, when its SIGTERM was sent, the thread stopping it, [ended by itself?])
+        self.stops: list[tuple[str, float, threading.Thread, list[bool]]] = []
+
+    def scale_to(self, replicas: int) -> None:
+        while len(self.running) < replicas:
+            pod = f"scaled-{len(self.every_pod)}"
+            self.every_pod[pod] = kubelet_process(self.servers, self.objects, "worker", pod)
+            self.running.append(self.every_pod[pod])
+        while len(self.running) > replicas:
+            victim = self.running.pop()
+            ended: list[bool] = []
+            stopper = threading.Thread(
+                target=lambda p=victim, e=ended: e.append(p.stop(self.grace))
+            )
+            stopper.start()
+            self.stops.append((victim.name, time.time(), stopper, ended))
+
+    def wait_for_stops(self) -> None:
+        for _, _, stopper, _ in self.stops:
+            stopper.join()
+
+    def finished_while_stopping(self) -> list[str]:
+        """A pod's name for each task it finished after it was told to stop."""
+        return [
+            pod
+            for pod, stopped_at, *_ in self.stops
+            for record in log_records(self.every_pod[pod].log_path)
+            if " succeeded in " in record.get("message", "")
+            and datetime.fromisoformat(record["time"]).timestamp() > stopped_at
+        ]
+
+
 def received_and_started(pods: dict) -> tuple[dict[str, int], dict[str, int]]:
     """How often each long_task was received, and started ("working for"), by any pod."""
     received: dict[str, int] = {}
@@ -323,88 +368,64 @@ def received_and_started(pods: dict) -> tuple[dict[str, int], dict[str, int]]:
 
 def test_keda_rule_scales_the_workers_out_and_back_without_cutting_a_task(servers, record_property):
     """A burst of long_tasks and adds, then a trickle of long_tasks until the second
-    scale-in, with no worker but the minimum at first: the rule (ScalingRule,
-    with the ScaledObject's own numbers) reads the trigger's metric as KEDA does every
-    polling interval and starts workers with the Deployment's command, or SIGTERMs the
-    newest, as the kubelet does, with the Deployment's grace period. The workers scale
-    out to maxReplicaCount and back to minReplicaCount; every task succeeds, none is lost,
-    no long_task starts twice (none was cut off by a scale-in), every stopped worker ended
-    by itself within its grace period, and at least one stopped while running a task."""
+    scale-in, with no worker but the minimum at first: the rule (ScalingRule, with the
+    ScaledObject's own numbers) reads the trigger's metric as KEDA does every polling
+    interval and scales the Deployment's pods (WorkerDeployment) as the kubelet would. The
+    workers scale out to maxReplicaCount and back to minReplicaCount; every task succeeds,
+    none is lost, no long_task starts twice (none was cut off by a scale-in), every
+    stopped worker ended by itself within its grace period, and at least one scale-in met
+    a running task."""
     objects = manifests.build(servers.project, "dev")
     (scaled,) = manifests.find(objects, "ScaledObject")
-    (deployment,) = manifests.find(objects, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
-    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     rule = ScalingRule(scaled, SPEEDUP)
+    workers = WorkerDeployment(servers, objects, scaled["spec"]["scaleTargetRef"]["name"])
     secret = trigger_secret(servers)
-    running: list = []  # the Deployment's pods, oldest first
-    every_pod: dict = {}
-    stops: list[tuple[str, float, threading.Thread, list]] = []
-
-    def scale_to(replicas: int) -> None:
-        while len(running) < replicas:
-            pod = f"scaled-{len(every_pod)}"
-            every_pod[pod] = kubelet_process(servers, objects, "worker", pod)
-            running.append(every_pod[pod])
-        while len(running) > replicas:
-            victim = running.pop()  # the newest, as a ReplicaSet picks among ready pods
-            ended: list[bool] = []
-            stopper = threading.Thread(target=lambda p=victim, e=ended: e.append(p.stop(grace)))
-            stopper.start()
-            stops.append((victim.name, time.time(), stopper, ended))
-
-    scale_to(max(rule.minimum, 1))
+    minimum = max(rule.minimum, 1)
+    workers.scale_to(minimum)
+    first = workers.running[0]
     eventually(
-        lambda: servers.celery.control.ping(destination=[node_name(running[0].name)], timeout=1),
+        lambda: servers.celery.control.ping(destination=[node_name(first.name)], timeout=1),
         TIMEOUT,
         "the first worker answering a ping",
-        watching=running,
+        watching=[first],
     )
     send = servers.celery.send_task
     longs = [send(servers.task("long_task"), args=(LONG_SECONDS,)) for _ in range(LONG_TASKS)]
     adds = [send(servers.task("add"), args=(n, n)) for n in range(ADDS)]
     started_at = time.monotonic()
-    timeline: list[tuple[float, int, int]] = []  # (seconds, metric, replicas)
-    polls: list[float] = []
-    while True:
+    timeline: list[tuple[float, int, int]] = []  # (seconds, metric, replicas) at each change
+    for poll in itertools.count():
         now = time.monotonic() - started_at
         metric = manifests.keda_queue_length(objects, secret)
-        scale_to(rule.replicas(now, metric, len(running)))
-        if len(stops) < 2 and len(polls) % TRICKLE_POLLS == 0:
+        workers.scale_to(rule.replicas(now, metric, len(workers.running)))
+        if len(workers.stops) < 2 and poll % TRICKLE_POLLS == 0:
             longs.append(send(servers.task("long_task"), args=(LONG_SECONDS,)))
-        polls.append(now)
-        if not timeline or timeline[-1][1:] != (metric, len(running)):
-            timeline.append((round(now, 1), metric, len(running)))
+        if not timeline or timeline[-1][1:] != (metric, len(workers.running)):
+            timeline.append((round(now, 1), metric, len(workers.running)))
         done = all(result.ready() for result in longs + adds)
-        if done and len(running) == max(rule.minimum, 1) and len(every_pod) > 1:
+        if done and len(workers.running) == minimum and workers.stops:
             break
         assert now < 900, f"not back at the minimum after 900 s: {timeline}"
         time.sleep(rule.polling)
-    for _, _, stopper, _ in stops:
-        stopper.join()
+    workers.wait_for_stops()
 
     assert [result.get(timeout=1) for result in adds] == [2 * n for n in range(ADDS)]
     assert all(
         result.get(timeout=1)["status"] == f"worked for {LONG_SECONDS} s" for result in longs
     )
-    received, started = received_and_started(every_pod)
+    received, started = received_and_started(workers.every_pod)
     assert len(started) == len(longs), f"{len(started)} of {len(longs)} long_tasks started"
     cut_off = {task: count for task, count in started.items() if count > 1}
     assert not cut_off, f"long_tasks started again after a scale-in: {cut_off}"
     assert max(replicas for *_, replicas in timeline) == rule.maximum, timeline
-    assert all(ended == [True] for *_, ended in stops), "a worker outlived its grace period"
-    finished_while_stopping = [
-        pod
-        for pod, stopped_at, *_ in stops
-        for record in log_records(every_pod[pod].log_path)
-        if " succeeded in " in record.get("message", "")
-        and datetime.fromisoformat(record["time"]).timestamp() > stopped_at
-    ]
-    assert finished_while_stopping, f"no scale-in met a running task: {timeline}, {stops}"
+    assert all(ended == [True] for *_, ended in workers.stops), "a worker outlived its grace"
+    finished_while_stopping = workers.finished_while_stopping()
+    assert finished_while_stopping, f"no scale-in met a running task: {timeline}"
     record_property(
         "figure",
         f"{servers.variant['broker']}: KEDA/HPA rule (periods /{SPEEDUP}) over {len(longs)} "
         f"long_task({LONG_SECONDS}) and {ADDS} adds; (s, metric, replicas) at each change: "
-        f"{timeline}; {len(stops)} scale-ins, {len(finished_while_stopping)} tasks finished "
-        f"by workers already told to stop; 0 lost, 0 cut off; "
+        f"{timeline}; {len(workers.stops)} scale-ins, {len(finished_while_stopping)} tasks "
+        f"finished by workers already told to stop; 0 lost, 0 cut off; "
         f"received twice (prefetched, given back): {sum(c > 1 for c in received.values())}",
     )
