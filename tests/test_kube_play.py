@@ -268,28 +268,32 @@ def podman_overlay(project: Path, dev: list[dict], directory: Path, prefix: str,
     for workload, template in manifests.pod_specs(dev):
         operations = []
         spec = template["spec"]
+        # An emptyDir is a podman named volume called by the volume's name, shared with
+        # any other pod's volume of that name (two servers' `data`, another project's
+        # `tmp`): a name of this workload's own. (The Job's too: podman makes its
+        # volumes, though it never runs the Job.)
+        renamed = {}
         for index, volume in enumerate(spec.get("volumes", [])):
             if "emptyDir" in volume:
-                # An emptyDir is a podman named volume called by this name, shared with
-                # any other pod's volume of the same name: one of this test's own. (The
-                # Job's too: podman makes its volumes, though it never runs the Job.)
+                renamed[volume["name"]] = f"{prefix}{workload['metadata']['name']}-{volume['name']}"
                 operations.append(
                     {
                         "op": "replace",
                         "path": f"/spec/template/spec/volumes/{index}/name",
-                        "value": prefix + volume["name"],
+                        "value": renamed[volume["name"]],
                     }
                 )
         for c_index, container in enumerate(spec["containers"]):
             path = f"/spec/template/spec/containers/{c_index}"
             for m_index, mount in enumerate(container.get("volumeMounts", [])):
-                operations.append(
-                    {
-                        "op": "replace",
-                        "path": f"{path}/volumeMounts/{m_index}/name",
-                        "value": prefix + mount["name"],
-                    }
-                )
+                if mount["name"] in renamed:
+                    operations.append(
+                        {
+                            "op": "replace",
+                            "path": f"{path}/volumeMounts/{m_index}/name",
+                            "value": renamed[mount["name"]],
+                        }
+                    )
             for p_index, _ in enumerate(container.get("ports", [])):
                 # A containerPort is published on the host at its own number (6379 is
                 # the host's Redis): a free port of 127.0.0.1 instead.
