@@ -215,7 +215,7 @@ class Consumer(BaseConsumer):
         # on (heartbeats, and task events once Flower or `celery control enable_events`
         # asks for them). Events are monitoring, sent transient to an exchange whose
         # queues vanish with their reader; with publisher confirms (config.py) each
-        # would hold this worker's event loop for a broker round trip, three per task.
+        # would hold this worker's event loop for a broker round trip, a few per task.
         # So they go without: what must survive a broker restart (task messages: the
         # app's sends, retries, dead letters) is sent through app.producer_pool, whose
         # connections keep the confirms.
