@@ -208,6 +208,23 @@ class Consumer(BaseConsumer):
     def on_invalid_task(self, body, message, exc):
         dead_letter(message, f"invalid task message: {exc}")
         super().on_invalid_task(body, message, exc)
+{%- if cookiecutter.broker == "rabbitmq" %}
+
+    def connection_for_write(self, url=None, heartbeat=None):
+        # Celery's worker calls this for one connection only: the one its events go out
+        # on (heartbeats, and task events once Flower or `celery control enable_events`
+        # asks for them). Events are monitoring, sent transient to an exchange whose
+        # queues vanish with their reader; with publisher confirms (config.py) each
+        # would hold this worker's event loop for a broker round trip, a few per task.
+        # So they go without: what must survive a broker restart (task messages: the
+        # app's sends, retries, dead letters) is sent through app.producer_pool, whose
+        # connections keep the confirms.
+        return self.ensure_connected(
+            self.app.connection_for_write(
+                url=url, heartbeat=heartbeat, transport_options={"confirm_publish": False}
+            )
+        )
+{%- endif %}
 
 
 def describe(message: Message) -> str:
