@@ -127,10 +127,11 @@ def test_template_workflow_runs_both_tiers_with_every_python():
 
 def test_template_workflow_runs_the_container_tier_with_docker():
     """The template's CI runs the container tier's script on a runner with Docker, where it
-    uses the official images rather than this machine's stand-ins."""
+    uses the official images rather than this machine's stand-ins; podman's kube play
+    tests are left to machines whose engine is podman 4.3."""
     job = load_workflow(TEMPLATE_WORKFLOW)["jobs"]["containers"]
     assert job["runs-on"].startswith("ubuntu-")
-    assert step_commands(job) == ["scripts/run-container-tests"]
+    assert step_commands(job) == ['scripts/run-container-tests -m "container and not kube_play"']
 
 
 def test_template_tool_pins_match_the_rendered_dev_group(bake):

@@ -62,7 +62,11 @@ from harness.variants import deployment_variants, variant_id
 from harness.waiting import eventually
 
 # The container tier's xdist group: one image build at a time on the machine.
-pytestmark = [pytest.mark.container, pytest.mark.xdist_group("containers")]
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.kube_play,
+    pytest.mark.xdist_group("containers"),
+]
 
 PODMAN_VERSION_CHECKED = "4.3"
 WORKER_UP_SECONDS = 240
