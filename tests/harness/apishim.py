@@ -19,6 +19,12 @@ every response passes unchanged, byte for byte, except these, and only these:
   `podman healthcheck run` runs the check, so the worker's check would ping
   `celery@` and never pass. The one visible difference from Docker: the host name is
   not the container id's prefix.
+- In the same create request, a healthcheck in exec form (`["CMD", argv...]`) whose
+  arguments hold a space is sent as `["CMD-SHELL", <argv quoted for sh>]`, which runs
+  the same argv. podman 4.3's compat API joins the exec form with spaces and splits it
+  again on spaces (seen: the worker's `sh -c "test -n ..."` check arrived as
+  `["CMD","sh","-c","test","-n",...]` and could never pass; containers/podman#16794 is
+  the same fault in `kube play`). Docker keeps the argv as given.
 - In container listings and inspections (GET /containers/json, /containers/ID/json),
   each network's NetworkID, which podman 4.3 gives as the network's name, is replaced
   by the network's id, as Docker gives it. Compose compares it with the id of the
@@ -37,6 +43,7 @@ import contextlib
 import json
 import re
 import secrets
+import shlex
 import threading
 from pathlib import Path
 
@@ -188,7 +195,8 @@ async def _rewrite(up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 async def _with_hostname(
     reader: asyncio.StreamReader, headers: list[bytes]
 ) -> tuple[list[bytes], bytes]:
-    """A create request's headers and whole body, HOSTNAME added to its Env."""
+    """A create request's headers and whole body, HOSTNAME added to its Env and an
+    exec-form healthcheck with spaces in shell form (see the module's docstring)."""
     fields = {}
     for line in headers:
         name, _, value = line.partition(b":")
@@ -201,6 +209,10 @@ async def _with_hostname(
     else:
         body = await reader.readexactly(int(fields.get(b"content-length", b"0")))
     config = json.loads(body)
+    check = (config.get("Healthcheck") or {}).get("Test") or []
+    if check[:1] == ["CMD"] and any(" " in argument for argument in check[1:]):
+        config["Healthcheck"]["Test"] = ["CMD-SHELL", shlex.join(check[1:])]
+        body = json.dumps(config).encode()
     env = config.get("Env") or []
     if not any(item.startswith("HOSTNAME=") for item in env):
         config["Hostname"] = config.get("Hostname") or secrets.token_hex(6)
