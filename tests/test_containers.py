@@ -45,6 +45,7 @@ from harness.composefile import compose_model
 from harness.containerstack import ComposeStack, engine_session, ensure_standins, preflight
 from harness.localstack import free_port
 from harness.variants import container_variants, variant_id
+from harness.waiting import eventually
 
 # One xdist group: under `scripts/run-tests --containers` (-n 4 --dist loadgroup) the
 # tier still runs on one worker, one image build and one stack at a time.
@@ -179,17 +180,23 @@ def test_flower_answers_with_its_password_only(stack):
     port = stack.env["FLOWER_HOST_PORT"]
     flower_env = stack.services["flower"]["environment"]
     credentials = b64encode(flower_env["FLOWER_BASIC_AUTH"].encode()).decode()
-    deadline = time.monotonic() + 60
-    while True:
+
+    def status_without_password() -> int:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5):
-                pytest.fail("Flower answered without a password")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                return response.status
         except urllib.error.HTTPError as error:
-            assert error.code == 401
-            break
-        except OSError:
-            assert time.monotonic() < deadline, f"Flower does not answer on port {port}"
-            time.sleep(1)
+            return error.code
+
+    # URLError (an OSError) until Flower listens; HTTPError is answered above.
+    status = eventually(
+        status_without_password,
+        60,
+        f"Flower answering on port {port}",
+        ignoring=(OSError,),
+        interval=1,
+    )
+    assert status == 401, f"Flower answered {status} without a password"
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/", headers={"Authorization": f"Basic {credentials}"}
     )
@@ -202,10 +209,13 @@ def test_beat_sends_its_scheduled_task(stack):
     """The Beat container sends the sample schedule's add(20, 22); a worker returns 42."""
     slug = stack.project.name
     pattern = re.compile(rf"Task {slug}\.tasks\.add\[[0-9a-f-]+\] succeeded in [\d.e-]+s: 42$")
-    deadline = time.monotonic() + 150  # the schedule's first run is 60 s after Beat starts
-    while not any(pattern.search(message) for message in worker_messages(stack)):
-        assert time.monotonic() < deadline, "no worker ran Beat's add(20, 22) within 150 s"
-        time.sleep(3)
+    # The schedule's first run is 60 s after Beat starts.
+    eventually(
+        lambda: any(pattern.search(message) for message in worker_messages(stack)),
+        150,
+        "a worker running Beat's add(20, 22)",
+        interval=3,
+    )
 
 
 # Run inside an app container: the project's own code sends the tasks or reads results.
@@ -257,16 +267,15 @@ def test_killed_worker_and_restarted_broker_lose_no_task(stack, engine, record_p
         stack, SUBMIT.format(slug=slug, adds=24, longs=4, seconds=8), "TASKS", timeout=120
     )
     # Kill a worker that is running a long_task, once one has started.
-    deadline = time.monotonic() + 60
-    victim = None
-    while victim is None:
-        for line in stack.logs("worker").splitlines():
-            if "long_task: working" in line:
-                victim = f"{stack.name}-{line.split('|')[0].strip()}"
-                break
-        else:
-            assert time.monotonic() < deadline, "no worker started a long_task within 60 s"
-            time.sleep(0.5)
+    running_long_task = eventually(
+        lambda: [
+            line for line in stack.logs("worker").splitlines() if "long_task: working" in line
+        ],
+        60,
+        "a worker starting a long_task",
+        interval=0.5,
+    )
+    victim = f"{stack.name}-{running_long_task[0].split('|')[0].strip()}"
     (broker_container,) = stack.containers(broker)
     broker_started = engine.run("inspect", "--format", "{{.State.StartedAt}}", broker_container)
     killed_at = time.time()
