@@ -39,6 +39,11 @@ def load_workflow(path: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def steps_using(job: dict, action: str) -> list[dict]:
+    """The job's steps that use `action` ("actions/cache"), at whatever pinned commit."""
+    return [step for step in job["steps"] if step.get("uses", "").startswith(action + "@")]
+
+
 def step_commands(job: dict) -> list[str]:
     return [step["run"].strip() for step in job["steps"] if "run" in step]
 
@@ -66,14 +71,11 @@ def assert_locked_down(path: Path) -> None:
             assert PINNED_USES.search(line.strip()), f"{path}: not pinned: {line.strip()}"
     jobs = workflow["jobs"]
     for name, job in jobs.items():
-        checks_out = any(
-            step.get("uses", "").startswith("actions/checkout@") for step in job["steps"]
-        )
-        assert job.get("permissions", {}) == ({"contents": "read"} if checks_out else {}), name
-        for step in job["steps"]:
-            if step.get("uses", "").startswith("actions/checkout@"):
-                # The token stays out of .git/config, where later steps could read it.
-                assert step["with"]["persist-credentials"] is False, name
+        checkouts = steps_using(job, "actions/checkout")
+        assert job.get("permissions", {}) == ({"contents": "read"} if checkouts else {}), name
+        for step in checkouts:
+            # The token stays out of .git/config, where later steps could read it.
+            assert step["with"]["persist-credentials"] is False, name
     gate = jobs[GATE]
     assert gate["if"] == "always()"
     assert set(gate["needs"]) == set(jobs) - {GATE}
@@ -107,22 +109,37 @@ def test_actions_are_pinned_alike(bake):
 
 
 def test_template_workflow_runs_both_tiers_with_every_python():
-    """The template's CI runs scripts/run-tests for both tiers with every choosable Python."""
+    """The template's CI runs scripts/run-tests once per tier, with every choosable Python;
+    only the run tier's job has servers."""
     assert_locked_down(TEMPLATE_WORKFLOW)
-    job = load_workflow(TEMPLATE_WORKFLOW)["jobs"]["tests"]
-    assert set(job["strategy"]["matrix"]["tier"]) == {"not run", "run"}
-    (command,) = step_commands(job)
-    assert re.search(r'scripts/run-tests -m "\$TIER"$', command), command
-    setup = next(
-        step for step in job["steps"] if step.get("uses", "").startswith("actions/setup-python@")
-    )
-    assert set(setup["with"]["python-version"].split()) == set(AXES["python_version"])
+    jobs = load_workflow(TEMPLATE_WORKFLOW)["jobs"]
+    static, run_tier = jobs["static"], jobs["run"]
+    assert step_commands(static) == ['scripts/run-tests -m "not run"']
+    assert "services" not in static
+    (command,) = step_commands(run_tier)
+    assert re.search(r"scripts/run-tests -m run$", command), command
+    for job in (static, run_tier):
+        (setup,) = steps_using(job, "actions/setup-python")
+        assert set(setup["with"]["python-version"].split()) == set(AXES["python_version"])
     # The run tier's PostgreSQL superuser is the service container's.
-    postgres_password = job["services"]["postgres"]["env"]["POSTGRES_PASSWORD"]
+    postgres_password = run_tier["services"]["postgres"]["env"]["POSTGRES_PASSWORD"]
     admin = dict(
-        item.split("=", 1) for item in job["steps"][-1]["env"]["TEST_POSTGRES_ADMIN"].split()
+        item.split("=", 1) for item in run_tier["steps"][-1]["env"]["TEST_POSTGRES_ADMIN"].split()
     )
     assert admin["password"] == postgres_password and admin["user"] == "postgres"
+
+
+def test_template_workflow_caches_uv_downloads_where_uv_runs():
+    """Each tier job that runs uv keeps uv's downloads in a cache keyed by every lock."""
+    jobs = load_workflow(TEMPLATE_WORKFLOW)["jobs"]
+    for name in ("static", "run"):
+        job = jobs[name]
+        (cache,) = steps_using(job, "actions/cache")
+        assert cache["with"]["path"] == "${{ env.UV_CACHE_DIR }}", name
+        assert "hashFiles('uv.lock', 'templates/uv-locks/*.lock')" in cache["with"]["key"], name
+        assert job["env"]["UV_CACHE_DIR"].startswith("${{ runner.temp }}"), name
+    # sudo drops the environment: the run tier's command hands the cache's path on.
+    assert '"UV_CACHE_DIR=$UV_CACHE_DIR"' in step_commands(jobs["run"])[0]
 
 
 def test_template_workflow_runs_the_container_tier_with_docker():
@@ -153,6 +170,17 @@ def test_rendered_workflow_is_locked_down(bake, variant):
     assert_locked_down(bake(variant) / RENDERED_WORKFLOW)
 
 
+def test_rendered_workflow_caches_uv_downloads(bake):
+    """Every rendered job that runs uv keeps uv's downloads in a cache keyed by uv.lock."""
+    for path in distinct_rendered_files(bake, RENDERED_WORKFLOW):
+        for name, job in load_workflow(path)["jobs"].items():
+            if not any("uv run" in command for command in step_commands(job)):
+                continue
+            (cache,) = steps_using(job, "actions/cache")
+            assert cache["with"]["path"] == "~/.cache/uv", (path, name)
+            assert "hashFiles('uv.lock')" in cache["with"]["key"], (path, name)
+
+
 # The servers depend on broker and result_backend alone; the covering variants have every
 # pair of them, and the Compose parser is too slow to run on all variants a second time.
 @pytest.mark.parametrize("variant", covering_variants(), ids=variant_id)
@@ -181,12 +209,8 @@ def test_rendered_workflow_uses_the_chosen_python(bake, variant):
     """Every job that sets up Python sets up the variant's version, and uv uses it."""
     workflow = load_workflow(bake(variant) / RENDERED_WORKFLOW)
     assert workflow["env"]["UV_PYTHON"] == variant["python_version"]
-    setups = [
-        step
-        for job in workflow["jobs"].values()
-        for step in job["steps"]
-        if step.get("uses", "").startswith("actions/setup-python@")
-    ]
+    jobs = workflow["jobs"].values()
+    setups = [step for job in jobs for step in steps_using(job, "actions/setup-python")]
     assert setups
     assert all(step["with"]["python-version"] == variant["python_version"] for step in setups)
 

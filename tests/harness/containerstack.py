@@ -215,7 +215,7 @@ class ComposeStack:
         self._health = HealthcheckDriver(engine, self.name)
 
     def __enter__(self) -> "ComposeStack":
-        self._images_before = set(self.engine.run("images", "--all", "--quiet").split())
+        self._images_before = set(self.engine.run("images", "--all", "--quiet", "--no-trunc").split())
         self._health.__enter__()
         return self
 
@@ -227,13 +227,25 @@ class ComposeStack:
             self.remove_built_images()
 
     def remove_built_images(self) -> None:
-        """The project's image and the build's intermediate images, nothing else."""
+        """The project's image and the build's intermediate images, nothing else: the
+        registry images the services run stay, so that the next stack does not pull them
+        again (with Docker they are pulled during the stack, so "new" alone would take
+        them too)."""
         built = {service["image"] for service in self.services.values() if "build" in service}
         for image in built:
             self.engine.run("rmi", "--force", image, check=False)
-        new = set(self.engine.run("images", "--all", "--quiet").split()) - self._images_before
-        for image in new:
+        new = set(self.engine.run("images", "--all", "--quiet", "--no-trunc").split())
+        for image in new - self._images_before - self.registry_image_ids():
             self.engine.run("rmi", "--force", image, check=False)
+
+    def registry_image_ids(self) -> set[str]:
+        """The full ids of the images the services run without building them, as
+        `images --no-trunc` prints them ("sha256:..."; podman's inspect leaves it out)."""
+        names = {s["image"] for s in self.services.values() if "build" not in s}
+        if not names:
+            return set()
+        ids = self.engine.run("image", "inspect", "--format", "{{.Id}}", *sorted(names), check=False)
+        return {"sha256:" + line.removeprefix("sha256:") for line in ids.split()}
 
     def compose(
         self, *args: str, timeout: float = 120, check: bool = True
