@@ -215,7 +215,7 @@ class ComposeStack:
         self._health = HealthcheckDriver(engine, self.name)
 
     def __enter__(self) -> "ComposeStack":
-        self._images_before = set(self.engine.run("images", "--all", "--quiet", "--no-trunc").split())
+        self._images_before = self.image_ids()
         self._health.__enter__()
         return self
 
@@ -234,9 +234,12 @@ class ComposeStack:
         built = {service["image"] for service in self.services.values() if "build" in service}
         for image in built:
             self.engine.run("rmi", "--force", image, check=False)
-        new = set(self.engine.run("images", "--all", "--quiet", "--no-trunc").split())
-        for image in new - self._images_before - self.registry_image_ids():
+        for image in self.image_ids() - self._images_before - self.registry_image_ids():
             self.engine.run("rmi", "--force", image, check=False)
+
+    def image_ids(self) -> set[str]:
+        """Every image's full id, intermediate build images included ("sha256:...")."""
+        return set(self.engine.run("images", "--all", "--quiet", "--no-trunc").split())
 
     def registry_image_ids(self) -> set[str]:
         """The full ids of the images the services run without building them, as
@@ -244,7 +247,7 @@ class ComposeStack:
         names = {s["image"] for s in self.services.values() if "build" not in s}
         if not names:
             return set()
-        ids = self.engine.run("image", "inspect", "--format", "{{.Id}}", *sorted(names), check=False)
+        ids = self.engine.run("image", "inspect", "--format", "{{.Id}}", *names, check=False)
         return {"sha256:" + line.removeprefix("sha256:") for line in ids.split()}
 
     def compose(
