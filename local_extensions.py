@@ -1,29 +1,15 @@
 """Jinja helpers for the template, loaded through `_extensions` in cookiecutter.json."""
 
 import json
+import os
 import re
-import sys
 from pathlib import Path
 
-import cookiecutter.prompt
 from jinja2.ext import Extension
 
-# The template's own strings per cookiecutter.json key: defaults such as project_slug's
-# "{{ cookiecutter.project_name | slugify(...) }}" are Jinja and must render.
-_TEMPLATE_CONTEXT = json.loads(
-    Path(__file__).with_name("cookiecutter.json").read_text(encoding="utf-8")
-)
+from answer_rules import check_answers
 
-
-class InvalidAnswer(ValueError):
-    """An answer that cannot be used; the message names the field and what is allowed."""
-
-
-def fail(message: str) -> str:
-    # Some answers break the bake before the pre-generation hook can run (an empty
-    # project_slug makes the output directory itself the project directory), so
-    # cookiecutter.json refuses them while rendering.
-    raise InvalidAnswer(message)
+_TEMPLATE_ROOT = Path(__file__).parent
 
 
 def toml_string(value: str) -> str:
@@ -102,15 +88,36 @@ def _strings(value) -> set[str]:
     return set()
 
 
-def _key_being_prompted() -> str | None:
-    """The cookiecutter.json key whose value cookiecutter is rendering, or None when the
-    source is not a prompt value (a file, a path, a hook)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code is cookiecutter.prompt.prompt_for_config.__code__:
-            return frame.f_locals.get("key")
-        frame = frame.f_back
-    return None
+# The template's own text that cookiecutter renders from strings, as it does every answer
+# (not through the loader, so Jinja gives no name to tell them apart): cookiecutter.json's
+# values (defaults such as project_slug's "{{ cookiecutter.project_name | slugify(...) }}",
+# choices, prompts), the hooks' source, and file and folder names, which it renders as
+# paths: relative to the template ("k8s/base/worker.yaml") or joined to the project
+# directory it writes ("/out/celery_service/./{{cookiecutter.project_slug}}").
+_JSON_STRINGS = _strings(
+    json.loads((_TEMPLATE_ROOT / "cookiecutter.json").read_text(encoding="utf-8"))
+)
+_HOOK_SOURCES = {p.read_text(encoding="utf-8") for p in (_TEMPLATE_ROOT / "hooks").glob("*.py")}
+_PROJECT_FOLDER = "{{cookiecutter.project_slug}}"
+_TEMPLATE_NAMES = {_PROJECT_FOLDER} | {
+    path.name for path in (_TEMPLATE_ROOT / _PROJECT_FOLDER).rglob("*")
+}
+_JINJA_MARK = re.compile(r"{{|{%|{#")
+
+
+def _is_template_path(source: str) -> bool:
+    """A path that ends in a name of the template's, and whose only Jinja is in names of
+    the template's. An answer that is one of those names with Jinja in it, such as
+    "{{cookiecutter.project_slug}}", cannot be told from it and renders like it: the one
+    exception to answers being literal."""
+    parts = source.split(os.sep)
+    return parts[-1] in _TEMPLATE_NAMES and all(
+        part in _TEMPLATE_NAMES for part in parts if _JINJA_MARK.search(part)
+    )
+
+
+def _is_template_text(source: str) -> bool:
+    return source in _JSON_STRINGS or source in _HOOK_SOURCES or _is_template_path(source)
 
 
 def _jinja_literal(text: str) -> str:
@@ -125,19 +132,16 @@ def _jinja_literal(text: str) -> str:
 class TemplateExtension(Extension):
     def __init__(self, environment):
         super().__init__(environment)
-        environment.globals["fail"] = fail
+        environment.globals["check_answers"] = check_answers
         environment.filters["toml_string"] = toml_string
         environment.filters["python_string"] = python_string
         environment.globals["uv_lock"] = uv_lock
         environment.globals["locked_packages"] = locked_packages
 
     def preprocess(self, source, name, filename=None):
-        """Keep answers literal: cookiecutter renders every prompt value as Jinja, answers
-        given on the command line or as extra_context included, so `{{ 7*7 }}` would
-        become 49. Only the template's own values in cookiecutter.json are Jinja."""
-        if name is not None:
-            return source  # a template file, read through the loader
-        key = _key_being_prompted()
-        if key is None or source in _strings(_TEMPLATE_CONTEXT.get(key)):
-            return source
+        """Keep answers literal: cookiecutter renders every answer as Jinja, answers given
+        on the command line or as extra_context included, so `{{ 7*7 }}` would become 49,
+        and a CRLF would become LF. Only the template's own text is Jinja."""
+        if name is not None or _is_template_text(source):
+            return source  # a template file, read through the loader, or the template's text
         return _jinja_literal(source)

@@ -40,7 +40,7 @@ def test_bad_answer_is_refused_with_a_line_naming_the_field(tmp_path, field, val
     result = bake_cli(tmp_path, **{field: value})
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
-    named = value or "is empty"  # an empty value is named by saying so
+    named = value or repr(value)  # an empty value is named by its quotes
     lines = [line for line in output.splitlines() if field in line and named in line]
     assert any("allowed" in line or "choices" in line for line in lines), output
     assert list(tmp_path.iterdir()) == []

@@ -1,12 +1,21 @@
-"""Refuse answers the rendered project cannot work with, before anything is written.
+"""Every rule an answer must meet, in one place.
 
-Each refusal is one line on stderr: the field, the value given, what is allowed.
+cookiecutter.json's private `__answers_checked` calls `check_answers` once every prompt is
+answered, before cookiecutter writes anything, so a refused bake leaves nothing on disk,
+whether the answers came from the prompts, a config file or the command line. (A
+pre-generation hook runs too late for one of them: an empty project_slug makes the
+project directory the output directory, and cookiecutter stops at "already exists"
+before any hook runs.) Choices (python_version, broker, result_backend) and booleans
+cookiecutter checks itself.
 """
 
 import keyword
 import re
 import sys
 import unicodedata
+from collections.abc import Callable, Collection, Mapping
+
+import click
 
 # Packages the rendered project imports, directly or through Celery. A package with
 # one of these names would shadow the real one.
@@ -15,36 +24,40 @@ IMPORTED_PACKAGES = {
     "humanize", "kombu", "markdown_it", "mdurl", "prometheus_client", "psycopg",
     "pygments", "pytest", "redis", "rich", "sqlalchemy", "tests", "tornado",
     "typing_extensions", "tzdata", "vine", "yaml",
-}
-# The packages in uv.lock, by normalized name: a project named like one would stand in
-# for it (uv refuses a project that depends on itself, and locks only one of the two).
-LOCKED_PACKAGES = set({{ locked_packages(cookiecutter.__uv_lock) | tojson }})
+}  # fmt: skip
 # Also the project's name in pyproject.toml and uv.lock, which must start and end with a
 # letter or digit (PEP 508; uv refuses "_private").
 SLUG_PATTERN = re.compile(r"[a-z]([a-z0-9_]*[a-z0-9])?")
-# Every rendered line that names the package is written to fit ruff's 100 columns with a
-# name this long, and names made from it stay within PostgreSQL's 63-byte identifiers and
-# a DNS label's 63 characters (Kubernetes names, with suffixes such as "-flower").
-SLUG_MAX_LENGTH = {{ cookiecutter._slug_max_length }}
 # The project's own top-level folders: a package of the same name would be rendered into
 # one of them.
 PROJECT_FOLDERS = {"k8s", "scripts", "tests"}
 WORKER_COUNT_RANGE = range(1, 65)
 
 
-def slug_problem(slug: str) -> str | None:
+class InvalidAnswer(click.ClickException):
+    """An answer the rendered project cannot work with. cookiecutter's command line is a
+    click command, which prints a ClickException as one line ("Error: <message>") and
+    exits 1, without a traceback; a program that calls cookiecutter gets the exception."""
+
+
+def slug_problem(slug: str, max_length: int, locked_packages: Collection[str]) -> str | None:
     if not SLUG_PATTERN.fullmatch(slug):
         return (
             "a lowercase Python identifier (a-z, 0-9, _) that starts with a letter"
             " and ends with a letter or digit"
         )
-    if len(slug) > SLUG_MAX_LENGTH:
-        return f"at most {SLUG_MAX_LENGTH} characters"
+    # Every rendered line that names the package is written to fit ruff's 100 columns with
+    # a name this long, and names made from it stay within PostgreSQL's 63-byte identifiers
+    # and a DNS label's 63 characters (Kubernetes names, with suffixes such as "-flower").
+    if len(slug) > max_length:
+        return f"at most {max_length} characters"
     if keyword.iskeyword(slug):
         return "a name that is not a Python keyword"
     if slug in IMPORTED_PACKAGES or slug in sys.stdlib_module_names:
         return "a name that does not shadow a package the project imports"
-    if re.sub(r"_+", "-", slug) in LOCKED_PACKAGES:
+    # A project named like a package in its uv.lock would stand in for it (uv refuses a
+    # project that depends on itself, and locks only one of the two).
+    if re.sub(r"_+", "-", slug) in locked_packages:
         return "a name that no package in uv.lock has (such as wcwidth or python_json_logger)"
     if slug in PROJECT_FOLDERS:
         return f"a name other than the project's folders ({', '.join(sorted(PROJECT_FOLDERS))})"
@@ -79,22 +92,23 @@ def worker_count_problem(text: str) -> str | None:
     return None
 
 
-def main() -> int:
-    answers = {
-        # Free text comes through python_string, not tojson, so that emoji arrive whole.
-        "project_name": ({{ cookiecutter.project_name | python_string }}, line_problem),
-        "description": ({{ cookiecutter.description | python_string }}, description_problem),
-        "author_name": ({{ cookiecutter.author_name | python_string }}, line_problem),
-        "project_slug": ({{ cookiecutter.project_slug | tojson }}, slug_problem),
-        "worker_count": ({{ cookiecutter.worker_count | string | tojson }}, worker_count_problem),
+def check_answers(answers: Mapping, locked_packages: Collection[str]) -> str:
+    """Raise InvalidAnswer naming the first answer that breaks a rule, the value given and
+    what is allowed; return "" (the value of `__answers_checked`) when all are good."""
+
+    def slug_rule(slug: str) -> str | None:
+        return slug_problem(slug, int(answers["_slug_max_length"]), locked_packages)
+
+    rules: dict[str, Callable[[str], str | None]] = {
+        "project_name": line_problem,
+        "description": description_problem,
+        "author_name": line_problem,
+        "project_slug": slug_rule,
+        "worker_count": worker_count_problem,
     }
-    for field, (value, find_problem) in answers.items():
+    for field, find_problem in rules.items():
+        value = str(answers[field])
         allowed = find_problem(value)
         if allowed:
-            print(f"ERROR: {field} {value!r} is not allowed; allowed: {allowed}", file=sys.stderr)
-            return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            raise InvalidAnswer(f"{field} {value!r} is not allowed; allowed: {allowed}")
+    return ""
