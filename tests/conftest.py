@@ -98,8 +98,9 @@ def deselect_container_tier(config, items) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Keep each run-tier variant's tests together, so that its stack starts once; leave
-    out the container tier unless asked for."""
+    """Keep each variant's tests together (run and container tiers), so that its stack
+    starts once, and otherwise in the order pytest gave them: no test depends on another
+    running first. Leave out the container tier unless asked for."""
     deselect_container_tier(config, items)
     first_position: dict[str, int] = {}
 
@@ -109,12 +110,7 @@ def pytest_collection_modifyitems(config, items):
         variant = callspec.params.get("stack") if callspec else None
         if variant is None:
             return (number, 0)
-        # The container tier's tests run in the order of their module (its fault test
-        # last); the run tier's keep the order pytest gave them.
-        in_order = (
-            item.function.__code__.co_firstlineno if item.get_closest_marker("container") else 0
-        )
-        return (first_position.setdefault(variant_id(variant), number), in_order)
+        return (first_position.setdefault(variant_id(variant), number), number)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=position)]
 

@@ -105,9 +105,23 @@ def stack(request, engine, bake):
         started = time.monotonic()
         running.compose("build", timeout=1200)
         running.build_seconds = time.monotonic() - started
-        services = [name for name in running.services if name != "app"]
-        running.up_seconds = running.up_wait(services, WAIT_SECONDS)
+        running.up_seconds = running.up_wait(long_running(running), WAIT_SECONDS)
         yield running
+
+
+def long_running(stack: ComposeStack) -> list[str]:
+    """Every service but the one-shot app."""
+    return [name for name in stack.services if name != "app"]
+
+
+@pytest.fixture(autouse=True)
+def healthy(request):
+    """Each test starts on a stack whose services are all up and healthy, whatever an
+    earlier test did to it (the fault test kills a worker and restarts the broker), so
+    that no test depends on the order the tests run in."""
+    if "stack" in request.fixturenames:
+        stack = request.getfixturevalue("stack")
+        stack.up_wait(long_running(stack), WAIT_SECONDS)
 
 
 def worker_messages(stack: ComposeStack) -> list[str]:
