@@ -154,6 +154,12 @@ class LocalProcess:
         )
 
 
+def node_name(hostname: str) -> str:
+    """The Celery node name a worker started with --hostname=`hostname` answers as: Celery
+    expands %h to this host's name."""
+    return hostname.replace("%h", socket.gethostname())
+
+
 class LocalStack:
     """The project's services on localhost; use as a context manager."""
 
@@ -402,7 +408,7 @@ class LocalStack:
                 self.environment("worker", **{**planned["environment"], **env}),
             )
             hostnames = [arg.removeprefix("--hostname=") for arg in argv if "--hostname=" in arg]
-            node = (hostnames or ["celery@%h"])[-1].replace("%h", socket.gethostname())
+            node = node_name((hostnames or ["celery@%h"])[-1])
             self.worker_nodes[node] = planned["name"]
         return list(self.worker_nodes)
 
@@ -468,10 +474,16 @@ class LocalStack:
         """A sample task's registered name (the client knows tasks by name only)."""
         return f"{self.project.name}.tasks.{name}"
 
+    def pool_stats(self) -> dict[str, dict]:
+        """Each answering worker's pool, by node name, as `inspect stats` gives it
+        ("max-concurrency", "processes": the pool processes' pids, ...)."""
+        # A generous reply timeout: a busy machine can take seconds to answer.
+        stats = self.celery.control.inspect(timeout=5).stats() or {}
+        return {node: worker["pool"] for node, worker in stats.items()}
+
     def pool_slots(self) -> int:
         """How many tasks all workers together run at once."""
-        stats = self.celery.control.inspect(timeout=2).stats() or {}
-        return sum(worker["pool"]["max-concurrency"] for worker in stats.values())
+        return sum(pool["max-concurrency"] for pool in self.pool_stats().values())
 
     def wait_until_running(self, worker: str, task_name: str) -> list[dict]:
         """The worker's active tasks, once one of them is `task_name`."""

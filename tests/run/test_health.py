@@ -204,8 +204,7 @@ def test_flower_healthcheck_asks_flower(stack, record_property):
 
 
 def worker_pool_pids(stack: LocalStack) -> dict[str, list[int]]:
-    stats = stack.celery.control.inspect(timeout=5).stats() or {}
-    return {name: worker["pool"]["processes"] for name, worker in stats.items()}
+    return {node: pool["processes"] for node, pool in stack.pool_stats().items()}
 
 
 def test_leaking_task_gets_its_pool_process_replaced(stack, tmp_path, record_property):

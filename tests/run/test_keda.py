@@ -27,6 +27,7 @@ import pytest
 
 from harness import manifests
 from harness.jsonlogs import log_records
+from harness.kubelet import kubelet_process, pod_node
 from harness.localstack import LocalStack, make_venv
 from harness.variants import deployment_variants, variant_id
 from harness.waiting import eventually
@@ -166,47 +167,13 @@ def test_beat_keeps_its_liveness_file_fresh(servers):
 # --- the dev overlay's containers, started as the kubelet would ----------------------
 
 
-def kubelet_process(servers: LocalStack, objects: list[dict], component: str, pod: str):
-    """A pod's `component` container (its Deployment's or Job's) as a local process: the
-    manifest's command and args, and the environment the kubelet builds from the
-    ConfigMap and Secret, except what differs on one host. The broker and backend URLs
-    point at this stack's servers (the static tier proves the dev Secret's are compose's,
-    which scripts/local.py points here the same way); each emptyDir mount is a folder of
-    the pod's own; a worker gets --hostname, a node name of its own, as each pod has a
-    host name of its own."""
-    kind = "Job" if component == "app" else "Deployment"
-    container = manifests.workload_container(objects, kind, component)
-    environment = manifests.container_environment(objects, container)
-    local = servers.environment("worker")
-    for url in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
-        environment[url] = local[url]
-    for mount in container.get("volumeMounts", []):
-        folder = servers.workdir / pod / mount["name"]
-        folder.mkdir(parents=True)
-        environment = {
-            name: value.replace(mount["mountPath"], str(folder), 1)
-            if value.startswith(mount["mountPath"])
-            else value
-            for name, value in environment.items()
-        }
-    program, *args = manifests.container_argv(container, environment)
-    argv = [str(servers.venv / "bin" / program), *args]
-    if component == "worker":
-        argv.append(f"--hostname={pod}@%h")
-    return servers.launch(pod, argv, {**servers.host_environment(), **environment})
-
-
-def node_name(pod: str) -> str:
-    return f"{pod}@{socket.gethostname()}"
-
-
 def test_dev_overlay_containers_run_the_sample_tasks(servers):
     """The dev overlay's worker Deployment and app Job, run as the kubelet would run their
     containers: the app submits the sample tasks, the workers run them, the app exits 0."""
     objects = manifests.build(servers.project, "dev")
     worker = kubelet_process(servers, objects, "worker", "kubelet-worker")
     eventually(
-        lambda: servers.celery.control.ping(destination=[node_name(worker.name)], timeout=1),
+        lambda: servers.celery.control.ping(destination=[pod_node(worker.name)], timeout=1),
         TIMEOUT,
         "the Deployment's worker answering a ping",
         watching=[worker],
@@ -384,7 +351,7 @@ def test_keda_rule_scales_the_workers_out_and_back_without_cutting_a_task(server
     workers.scale_to(minimum)
     first = workers.running[0]
     eventually(
-        lambda: servers.celery.control.ping(destination=[node_name(first.name)], timeout=1),
+        lambda: servers.celery.control.ping(destination=[pod_node(first.name)], timeout=1),
         TIMEOUT,
         "the first worker answering a ping",
         watching=[first],
