@@ -16,8 +16,11 @@ Where it runs, and what differs from a user's `docker compose up`:
   images there but STAND-INS BUILT ON THAT MACHINE under the same names
   (scripts/standin-images, tests/standins/): Debian bookworm made with debootstrap, with
   Debian's redis-server 7.0, RabbitMQ 3.10 and PostgreSQL 15 and small entrypoints that
-  honour the official images' settings, or the machine's own CPython. Each image's
-  labels say so. They are built once and stay cached in podman's storage.
+  honour the official images' settings, or the machine's own CPython. They stand in for
+  the official images' behaviour, not their versions: the servers' users have the
+  official uids and gids, each entrypoint drops root as the official one does, and a
+  command run in the RabbitMQ container (its healthcheck) runs as root, as there. Each
+  image's labels say so. They are built once and stay cached in podman's storage.
 - There, the harness also does three things podman does not (containerstack.py,
   apishim.py): it runs every container's healthcheck every second (nothing runs them
   under podman's API; a check that never passes still fails `up --wait`, and the failure
