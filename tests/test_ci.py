@@ -192,6 +192,11 @@ def test_rendered_workflow_tests_against_the_variants_servers(bake, variant):
     assert set(job["services"]) == SERVERS & set(services)
     for name, service in job["services"].items():
         assert service["image"] == services[name]["image"], name
+    if "rabbitmq" in job["services"]:
+        # Both run as root in the official image: the same guarded check.
+        kind, check = services["rabbitmq"]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL"
+        assert f'--health-cmd "{check}"' in job["services"]["rabbitmq"]["options"]
     compose_env = services["worker"]["environment"]
     for setting in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         ci_url, compose_url = urlsplit(job["env"][setting]), urlsplit(compose_env[setting])

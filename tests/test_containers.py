@@ -16,8 +16,11 @@ Where it runs, and what differs from a user's `docker compose up`:
   images there but STAND-INS BUILT ON THAT MACHINE under the same names
   (scripts/standin-images, tests/standins/): Debian bookworm made with debootstrap, with
   Debian's redis-server 7.0, RabbitMQ 3.10 and PostgreSQL 15 and small entrypoints that
-  honour the official images' settings, or the machine's own CPython. Each image's
-  labels say so. They are built once and stay cached in podman's storage.
+  honour the official images' settings, or the machine's own CPython. They stand in for
+  the official images' behaviour, not their versions: the servers' users have the
+  official uids and gids, each entrypoint drops root as the official one does, and a
+  command run in the RabbitMQ container (its healthcheck) runs as root, as there. Each
+  image's labels say so. They are built once and stay cached in podman's storage.
 - There, the harness also does three things podman does not (containerstack.py,
   apishim.py): it runs every container's healthcheck every second (nothing runs them
   under podman's API; a check that never passes still fails `up --wait`, and the failure
@@ -32,6 +35,7 @@ Where it runs, and what differs from a user's `docker compose up`:
 
 import json
 import re
+import shutil
 import textwrap
 import time
 import urllib.error
@@ -185,6 +189,81 @@ def test_a_healthcheck_that_never_passes_fails_up_wait(engine, bake, tmp_path):
     failure = pytest.raises(AssertionError, match=r"did not pass: never-healthy \(")
     with ComposeStack(engine, tmp_path) as stack, failure:
         stack.up_wait(["never-healthy"], wait_seconds=60)
+
+
+# Sourced by RabbitMQ's start scripts (RABBITMQ_CONF_ENV_FILE), and by every RabbitMQ
+# command: the server, which the image's entrypoint has started as the rabbitmq user,
+# waits here until the test opens the gate; a command run as root (a healthcheck) passes.
+RABBITMQ_GATE = """\
+if [ "$(id -u)" != 0 ]; then
+    touch /gate/reached
+    while [ ! -e /gate/open ]; do sleep 0.2; done
+fi
+"""
+
+
+def test_rabbitmq_healthcheck_before_the_servers_cookie_leaves_the_server_starting(
+    engine, bake, tmp_path
+):
+    """The rendered RabbitMQ healthcheck, run by the engine as the container's user (root)
+    after the entrypoint has started the server and before the server has written its
+    Erlang cookie, leaves no cookie the server cannot read: the server starts once, without
+    a restart, and the cookie is the rabbitmq user's (docker-library/rabbitmq#695). The
+    rendered compose.yaml, with an override that only holds the server at that moment."""
+    variant = next(v for v in container_variants() if v["broker"] == "rabbitmq")
+    project = tmp_path / "project"
+    shutil.copytree(bake(variant), project, symlinks=True)
+    gate = project / "gate"
+    gate.mkdir()
+    gate.chmod(0o777)  # the server, as the rabbitmq user, marks that it reached the gate
+    (gate / "rabbitmq-env.conf").write_text(RABBITMQ_GATE, encoding="utf-8")
+    (project / "compose.override.yaml").write_text(
+        textwrap.dedent(
+            """\
+            services:
+              rabbitmq:
+                environment:
+                  RABBITMQ_CONF_ENV_FILE: /gate/rabbitmq-env.conf
+                volumes:
+                  - ./gate:/gate
+            """
+        ),
+        encoding="utf-8",
+    )
+    with ComposeStack(engine, project) as stack:
+        stack.compose("up", "--detach", "rabbitmq", timeout=180)
+        (container,) = stack.containers("rabbitmq")
+        eventually(
+            lambda: (gate / "reached").exists(),
+            WAIT_SECONDS,
+            "the RabbitMQ server, started by the entrypoint, reaching the gate",
+            interval=0.5,
+        )
+
+        def last_check() -> dict | None:  # the log holds the last few checks, in order
+            return (stack.health(container)[1].get("Log") or [None])[-1]
+
+        # A check that ends after the server reached the gate: one more run as root while
+        # the server waits, after the entrypoint has handed it the data directory.
+        before = last_check()
+        eventually(
+            lambda: last_check() != before,
+            60,
+            f"a healthcheck of {container} while its server waits at the gate",
+            interval=0.5,
+        )
+        (gate / "open").touch()
+        stack.up_wait(["rabbitmq"], WAIT_SECONDS)
+        restarts = engine.run("inspect", "--format", "{{.RestartCount}}", container).strip()
+        logs = stack.logs("rabbitmq")
+        assert restarts == "0" and "eacces" not in logs, (
+            f"{container} restarted {restarts} times; its server could not read the cookie "
+            f"a healthcheck made:\n{logs[-4000:]}"
+        )
+        cookie = engine.run(
+            "exec", container, "stat", "-c", "%U %a", "/var/lib/rabbitmq/.erlang.cookie"
+        )
+        assert cookie.split() == ["rabbitmq", "400"], cookie
 
 
 @pytest.mark.only_variants(use_flower=True)

@@ -31,6 +31,28 @@ def directories(entry: dict) -> list[str]:
     return entry.get("directories", [entry.get("directory")])
 
 
+def unwatched_image_folders(root: Path, watched: dict[str, dict]) -> list[str]:
+    """The folders under root with a Dockerfile, or a YAML file (manifests, workflows)
+    that names a pulled image, that no directory of the docker ecosystem matches."""
+    files = [
+        root / "Dockerfile",
+        *root.glob("k8s/**/*.yaml"),
+        *root.glob(".github/workflows/*.yml"),
+    ]
+    folders = {
+        "/" + path.parent.relative_to(root).as_posix() if path.parent != root else "/"
+        for path in files
+        if path.exists()
+        and (path.name == "Dockerfile" or PULLED_IMAGE.search(path.read_text(encoding="utf-8")))
+    }
+    patterns = directories(watched["docker"]) if "docker" in watched else []
+    return sorted(
+        folder
+        for folder in folders
+        if not any(fnmatch.fnmatch(folder, pattern) for pattern in patterns)
+    )
+
+
 def assert_grouped_and_cooled_down(path: Path) -> None:
     """Weekly, minor and patch updates grouped, every release left to age first."""
     for ecosystem, entry in updates(path).items():
@@ -47,20 +69,22 @@ def test_dependabot_configs_pass_the_schema(bake):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_template_dependabot_watches_its_actions_and_test_tools():
-    """The template's own workflows' actions and its locked test tools get updates."""
+def test_template_dependabot_watches_its_actions_test_tools_and_images():
+    """The template's own workflows' actions and service images, and its locked test
+    tools, get updates."""
     config = TEMPLATE_DIR / CONFIG
     watched = updates(config)
     assert directories(watched["github-actions"]) == ["/"]
     assert any((TEMPLATE_DIR / ".github" / "workflows").glob("*.yml"))
     assert directories(watched["uv"]) == ["/"] and (TEMPLATE_DIR / "uv.lock").exists()
+    assert not unwatched_image_folders(TEMPLATE_DIR, watched)
     assert_grouped_and_cooled_down(config)
 
 
 @pytest.mark.parametrize("variant", DEPENDABOT_VARIANTS, ids=variant_id)
 def test_rendered_dependabot_watches_every_pin(bake, variant):
-    """uv.lock, the Dockerfile, compose.yaml, the workflows' actions and, with Kubernetes,
-    every manifest folder that names a pulled image are watched."""
+    """uv.lock, the Dockerfile, compose.yaml, the workflows' actions and service images
+    and, with Kubernetes, every manifest folder that names a pulled image are watched."""
     project = bake(variant)
     watched = updates(project / CONFIG)
     assert set(watched) == {"uv", "docker", "docker-compose", "github-actions"}
@@ -68,16 +92,6 @@ def test_rendered_dependabot_watches_every_pin(bake, variant):
     assert (project / "compose.yaml").exists() and directories(watched["docker-compose"]) == ["/"]
     assert any((project / ".github" / "workflows").glob("*.yml"))
     assert directories(watched["github-actions"]) == ["/"]
-    image_folders = {
-        "/" + str(path.parent.relative_to(project)).removeprefix(".")
-        for path in [project / "Dockerfile", *project.glob("k8s/**/*.yaml")]
-        if path.name == "Dockerfile" or PULLED_IMAGE.search(path.read_text(encoding="utf-8"))
-    }
-    for folder in image_folders:
-        matches = [
-            pattern
-            for pattern in directories(watched["docker"])
-            if fnmatch.fnmatch(folder, pattern)
-        ]
-        assert matches, f"{folder} names images that Dependabot does not watch"
+    unwatched = unwatched_image_folders(project, watched)
+    assert not unwatched, f"{unwatched} name images that Dependabot does not watch"
     assert_grouped_and_cooled_down(project / CONFIG)

@@ -3,9 +3,12 @@ the stand-in images: the worker pod runs the tasks the app Job's command sends t
 broker pod, and the worker's liveness probe, run by `podman healthcheck run`, passes
 while the worker's event loop runs and fails when it stops or the worker is stopped.
 
-One variant (Redis broker and result backend: one server pod). Needs podman 4.3 (Debian
-bookworm's, the template's own machines): the test fails, naming the version, on any
-other podman, because the workarounds below were checked on 4.3 only.
+Two variants, which between them have every server pod: Redis as broker and result
+backend; RabbitMQ as broker with PostgreSQL as result backend. The stand-in images give
+each server's user the official image's uid and gid, which the manifests run it as
+(tests/standins/). Needs podman 4.3 (Debian bookworm's, the template's own machines): the
+test fails, naming the version, on any other podman, because the workarounds below were
+checked on 4.3 only.
 
 What podman 4.3's kube play does NOT do as Kubernetes would (seen on 4.3.1, rootful, CNI):
 - ignored, without a word: Service (pods find each other by the pod name podman gives,
@@ -33,7 +36,9 @@ What podman 4.3's kube play does NOT do as Kubernetes would (seen on 4.3.1, root
     every address (Redis's 6379 collides with a Redis on the host);
   - $(VAR) in a command is not expanded: Redis's password would be "$(REDIS_PASSWORD)";
   - an emptyDir gets the owner and mode of the image's directory at its path, and
-    fsGroup is ignored: Redis (999:1000 by its manifest) cannot write to its /data.
+    fsGroup is ignored: a server whose image's directory belongs to another uid than
+    its manifest's runAsUser cannot write to it (the stand-in Redis could not, while
+    its user had Debian's uid rather than the official image's 999).
 
 The test overlay (in the test's directory, over the project's own dev overlay, which it
 does not change) and the steps beside it work around exactly these, each saying why;
@@ -73,13 +78,16 @@ WORKER_UP_SECONDS = 240
 APP_SECONDS = 300
 
 
-def redis_variant() -> dict:
-    """The use_kubernetes bake with Redis as broker and result backend: one server pod."""
-    return next(
+# (broker, result_backend): between them, every server pod the manifests have.
+PLAYED_SERVERS = [("redis", "redis"), ("rabbitmq", "postgresql")]
+PLAYED_VARIANTS = [
+    next(
         variant
         for variant in deployment_variants("use_kubernetes")
-        if variant["broker"] == "redis" and variant["result_backend"] == "redis"
+        if (variant["broker"], variant["result_backend"]) == servers
     )
+    for servers in PLAYED_SERVERS
+]
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -138,6 +146,30 @@ class KubePlay:
     def container(self, deployment: str, name: str) -> str:
         return f"{self.pod(deployment)}-{name}"
 
+    def report(self) -> str:
+        """Each container of the play: its state, restarts and health, and its last logs."""
+        lines = []
+        listed = podman(
+            "ps", "--all", "--filter", f"name=^{self.prefix}", "--format", "{{.Names}}",
+            check=False,
+        )  # fmt: skip
+        for name in listed.stdout.split():
+            inspected = podman("inspect", "--format", "{{json .State}}", name, check=False)
+            try:
+                state = json.loads(inspected.stdout)
+            except json.JSONDecodeError:
+                lines.append(f"--- {name}: not inspected: {inspected.stderr.strip()}")
+                continue
+            health = (state.get("Health") or state.get("Healthcheck") or {}).get("Status")
+            restarts = podman("inspect", "--format", "{{.RestartCount}}", name, check=False)
+            logs = podman("logs", "--tail", "15", name, check=False)
+            lines.append(
+                f"--- {name}: {state.get('Status')}, exit {state.get('ExitCode')}, "
+                f"restarts {restarts.stdout.strip()}, health {health}\n"
+                + (logs.stdout + logs.stderr).strip()
+            )
+        return "\n".join(lines)
+
     def build_image(self) -> None:
         self.images_before = set(podman("images", "--all", "--quiet").stdout.split())
         podman("build", "--tag", self.image, str(self.project), timeout=1200)
@@ -184,11 +216,11 @@ class KubePlay:
         )
         podman("kube", "play", "--network", self.network, str(self.played), timeout=600)
         # podman 4.3 makes an emptyDir a named volume, gives it the owner and mode of the
-        # image's directory at that path when its container starts, and ignores fsGroup:
-        # Redis, which its manifest runs as 999:1000, cannot write to /data (the stand-in
-        # image's /data belongs to its own redis user). Each volume of a pod with an
-        # fsGroup is then set up as the kubelet sets up an emptyDir: mode 0777, the
-        # group fsGroup, setgid; podman starts the server again (restartPolicy Always).
+        # image's directory at that path when its container starts, and ignores fsGroup,
+        # where the kubelet would give the pod an empty directory its fsGroup can write.
+        # Each volume of a pod with an fsGroup is then set up as the kubelet sets up an
+        # emptyDir: mode 0777, the group fsGroup, setgid; a server that could not write
+        # there at its first start is started again by podman (restartPolicy Always).
         # (Set before the start, podman's copy from the image undoes it.)
         for _, template in manifests.pod_specs(objects):
             group = template["spec"].get("securityContext", {}).get("fsGroup")
@@ -369,10 +401,11 @@ def podman_overlay(project: Path, dev: list[dict], directory: Path, prefix: str,
     ) + yaml.safe_dump(kustomization, sort_keys=False)
 
 
-@pytest.fixture(scope="module")
-def played(engine, bake, tmp_path_factory):
-    """The Redis variant's dev overlay played, the worker's liveness check passing."""
-    variant = redis_variant()
+@pytest.fixture(scope="module", params=PLAYED_VARIANTS, ids=variant_id)
+def played(request, engine, bake, tmp_path_factory):
+    """The variant's dev overlay played, each server's liveness check passing, then the
+    worker's."""
+    variant = request.param
     project = bake(variant)
     objects = manifests.build(project, "dev")
     images = {container["image"] for _, container in manifests.containers(objects)}
@@ -392,13 +425,22 @@ def played(engine, bake, tmp_path_factory):
         stack.objects_played = stack.play()
         worker = stack.container(f"{stack.prefix}{deployment_name(objects, 'worker')}", "worker")
         stack.worker = worker
+        # The servers' pods (the images that are not the project's), then the worker's.
+        servers = [
+            stack.container(f"{stack.prefix}{workload['metadata']['name']}", container["name"])
+            for workload, template in manifests.pod_specs(objects)
+            if workload["kind"] == "Deployment"
+            for container in template["spec"]["containers"]
+            if container["image"] != project_image and "livenessProbe" in container
+        ]
         try:
-            eventually(
-                lambda: healthcheck(worker).returncode == 0,
-                WORKER_UP_SECONDS,
-                f"{worker}'s liveness check passing",
-                interval=2,
-            )
+            for container in [*servers, worker]:
+                eventually(
+                    lambda container=container: healthcheck(container).returncode == 0,
+                    WORKER_UP_SECONDS,
+                    f"{container}'s liveness check passing",
+                    interval=2,
+                )
         except AssertionError as error:
             raise AssertionError(f"{error}\n{stack.report()}") from None
         stack.figure = (

@@ -230,6 +230,21 @@ def test_commands_and_environment_are_compose_yamls(bake, variant, overlay):
     assert seen == set(manifests.CELERY_CONTAINERS) & set(services)
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_server_images_are_compose_yamls(bake, variant):
+    """The dev overlay's servers run the very images (tags) of compose.yaml's servers."""
+    project = bake(variant)
+    pulled = {
+        service["image"] for service in compose_services(project).values() if "build" not in service
+    }
+    servers = {
+        container["image"]
+        for _, container in manifests.containers(build(project, "dev"))
+        if container["name"] not in manifests.CELERY_CONTAINERS
+    }
+    assert servers == pulled
+
+
 # No escalation, all capabilities dropped, CPU and memory requests, a memory limit; the
 # project's own containers with a read-only root filesystem.
 @pytest.mark.parametrize(("variant", "overlay"), OVERLAY_PARAMS)

@@ -274,15 +274,18 @@ class ComposeStack:
         listed = self.compose("ps", "--all", "--format", "json", service)
         return [json.loads(line)["Name"] for line in listed.stdout.splitlines() if line.strip()]
 
+    def health(self, container: str) -> tuple[dict, dict]:
+        """The container's state, and its health with the log of its last checks (Docker
+        names it Health, podman 4.3 also Healthcheck)."""
+        state = json.loads(self.engine.run("inspect", "--format", "{{json .State}}", container))
+        return state, state.get("Health") or state.get("Healthcheck") or {}
+
     def health_report(self) -> str:
         """Every container's state and health, with the last output of its check."""
         lines = []
         for service in self.services:
             for container in self.containers(service):
-                state = json.loads(
-                    self.engine.run("inspect", "--format", "{{json .State}}", container)
-                )
-                health = state.get("Health") or state.get("Healthcheck") or {}
+                state, health = self.health(container)
                 last = (health.get("Log") or [{}])[-1]
                 lines.append(
                     f"{service} ({container}): {state.get('Status')}, "
