@@ -30,8 +30,8 @@ bench: ## benchmarks, figures written into BENCHMARKS.md (minutes; a quiet machi
 bake: ## render a project into build/ with the default answers, or ANSWERS
 	uv run --locked cookiecutter --no-input --overwrite-if-exists --output-dir build . $(ANSWERS)
 
-lint: ## ruff on the template's own code (the tests lint the rendered projects)
-	uv run --locked ruff check . && uv run --locked ruff format --check .
+lint: ## ruff and mypy on the template's own code (the tests lint the rendered projects)
+	uv run --locked ruff check . && uv run --locked ruff format --check . && uv run --locked mypy
 
 lock: ## remake the rendered projects' uv.lock files (templates/uv-locks/) after a dependency change
 	scripts/lock

@@ -42,7 +42,6 @@ def test_every_target_expands_to_its_commands(bake, variant):
     """Each target parses (recipe lines start with tabs) and runs the commands the README
     names; plain `make` lists every target."""
     project = bake(variant)
-    slug = project.name
     expected = {
         "up": ["docker compose up --build"],
         "down": ["docker compose down"],
@@ -53,12 +52,10 @@ def test_every_target_expands_to_its_commands(bake, variant):
             "uv run --locked ruff format --check .",
             "uv run --locked mypy",
         ],
-        "bench": [f"uv run --locked python -m {slug}.bench "],
         "local": ["uv run --locked python scripts/local.py"],
     }
     for target, commands in expected.items():
         assert recipe(project, target) == commands, target
-    assert recipe(project, "bench", "ARGS=--help")[-1].endswith(".bench --help")
     assert recipe(project, "scale", "N=4")[-1] == (
         "docker compose up --detach --wait --scale worker=4 worker"
     )

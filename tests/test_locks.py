@@ -125,7 +125,7 @@ def test_makefile_and_ci_install_from_the_lock(bake, variant):
     """Every uv command that `make` or CI runs refuses a stale lock (--locked) instead of
     quietly re-resolving, so tests run the versions the image gets."""
     project = bake(variant)
-    targets = ("test", "lint", "bench", "local")
+    targets = ("test", "lint", "local")
     recipes = run("make", "--no-print-directory", "-n", *targets, cwd=project)
     assert recipes.returncode == 0, recipes.stderr
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text(encoding="utf-8"))

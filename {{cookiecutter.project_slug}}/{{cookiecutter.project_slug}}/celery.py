@@ -44,6 +44,10 @@ app: Celery = Celery(
     "{{ cookiecutter.project_slug }}",
     task_cls=Task,
     include=["{{ cookiecutter.project_slug }}.tasks"],
+{%- if cookiecutter.broker == "rabbitmq" %}
+    # Publisher confirms waited for once per send, not once per message (confirms.py).
+    amqp="{{ cookiecutter.project_slug }}.confirms:ConfirmingAMQP",
+{%- endif %}
 )
 # All settings, each with its reason, live in config.py.
 app.config_from_object("{{ cookiecutter.project_slug }}.config")

@@ -105,7 +105,8 @@ broker_transport_options: dict[str, object] = {
 {%- else %}
 
 # A send returns only once RabbitMQ has taken the message (publisher confirms): a
-# broker that stops right after cannot lose a task its caller believes was sent.
+# broker that stops right after cannot lose a task its caller believes was sent. A
+# group's send waits for all its confirms at once, not one by one (confirms.py).
 broker_transport_options: dict[str, object] = {"confirm_publish": True}
 {%- endif %}
 

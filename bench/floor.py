@@ -1,9 +1,9 @@
 """The raw broker floor: how fast plain Python moves a request and its reply through the
-broker, with no Celery. scripts/bench runs it in a rendered project's virtual environment,
+broker, with no Celery. bench/__main__.py runs it in a rendered project's virtual environment,
 so the client library (redis-py, with hiredis where the project has it, or py-amqp) is
 the one that project's Celery uses.
 
-    python bench_floor.py URL --messages N --consumers W
+    python -m bench.floor URL --messages N --consumers W
 
 Redis: the producer LPUSHes N requests, W consumer processes BRPOP each and LPUSH a
 reply, the producer BRPOPs the N replies. RabbitMQ: the same with basic_publish and
@@ -16,6 +16,8 @@ import json
 import multiprocessing
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 STOP = b"stop"
@@ -23,7 +25,9 @@ STOP = b"stop"
 TIMEOUT_SECONDS = 60
 
 
-def start_consumers(consumer, count: int, *args) -> list[multiprocessing.Process]:
+def start_consumers(
+    consumer: Callable[..., None], count: int, *args: str
+) -> list[multiprocessing.Process]:
     """Start `count` consumer processes and return once each says it is consuming."""
     ready = multiprocessing.Semaphore(0)
     processes = [
@@ -36,13 +40,13 @@ def start_consumers(consumer, count: int, *args) -> list[multiprocessing.Process
     return processes
 
 
-def redis_client(url: str):
+def redis_client(url: str) -> Any:
     import redis
 
     return redis.Redis.from_url(url)
 
 
-def redis_consumer(url: str, requests: str, replies: str, ready) -> None:
+def redis_consumer(url: str, requests: str, replies: str, ready: Any) -> None:
     client = redis_client(url)
     ready.release()
     while True:
@@ -72,7 +76,7 @@ def redis_floor(url: str, messages: int, consumers: int) -> float:
     return messages / elapsed
 
 
-def amqp_connection(url: str):
+def amqp_connection(url: str) -> Any:
     import amqp
 
     parts = urlsplit(url)
@@ -86,14 +90,14 @@ def amqp_connection(url: str):
     return connection
 
 
-def amqp_consumer(url: str, requests: str, replies: str, ready) -> None:
+def amqp_consumer(url: str, requests: str, replies: str, ready: Any) -> None:
     import amqp
 
     connection = amqp_connection(url)
     channel = connection.channel()
     # The callback only collects: basic_publish reads pending frames itself, so publishing
     # from the callback would nest one delivery inside another.
-    pending = collections.deque()
+    pending: collections.deque[Any] = collections.deque()
     channel.basic_consume(requests, callback=pending.append, no_ack=True)
     ready.release()
     while True:
@@ -115,7 +119,7 @@ def amqp_floor(url: str, messages: int, consumers: int) -> float:
     for queue in (requests, replies):
         channel.queue_declare(queue, durable=False, auto_delete=False)
     processes = start_consumers(amqp_consumer, consumers, url, requests, replies)
-    received = []
+    received: list[Any] = []
     tag = channel.basic_consume(replies, callback=received.append, no_ack=True)
     body = json.dumps({"task": "add", "args": [1, 2]}).encode()
     started = time.perf_counter()

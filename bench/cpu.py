@@ -1,10 +1,9 @@
 """CPU time per `add`: what one task costs the worker (its main process and its pool
-processes together) and the client that sends it and reads its result. scripts/bench runs
-it in a project's virtual environment, for the generated app and for stock Celery.
+processes together) and the client that sends it and reads its result. bench/__main__.py
+runs it in a project's virtual environment for the generated app, and in stock Celery's
+for bench/stock.py:
 
-    python bench_cpu.py PACKAGE [--app M] --worker-command "celery --app=M worker ..." --tasks N
-
-PACKAGE is the rendered project's package: its bench module finds the app and its add.
+    python -m bench.cpu --app=M --worker-command="celery --app=M worker ..." --tasks=N
 
 On a machine shared with other work, throughput in tasks/s moves with the load; CPU
 seconds spent per task move much less, so they show what a setting costs. The worker is
@@ -15,7 +14,6 @@ reaped). Prints one JSON object.
 """
 
 import argparse
-import importlib
 import json
 import os
 import resource
@@ -24,8 +22,11 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
-from celery import group
+from celery import Celery, group
+
+from bench.driver import load_app, task_named
 
 START_SECONDS = 60
 RESULT_SECONDS = 300
@@ -35,7 +36,7 @@ def cpu_seconds(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def worker_run(app, add, worker_command: list[str], tasks: int) -> tuple[float, float]:
+def worker_run(app: Celery, add: Any, worker_command: list[str], tasks: int) -> tuple[float, float]:
     """(worker CPU s, client CPU s) of one worker's life, with `tasks` adds run in it."""
     queue = f"bench-cpu-{os.getpid()}-{tasks}"
     node = f"{queue}@{os.uname().nodename}"
@@ -59,21 +60,19 @@ def worker_run(app, add, worker_command: list[str], tasks: int) -> tuple[float, 
     worker.send_signal(signal.SIGTERM)  # warm shutdown: the pool processes are reaped
     _, _, usage = os.wait4(worker.pid, 0)
     with app.connection_for_write() as connection:
-        connection.default_channel.queue_delete(queue)
+        connection.default_channel.queue_delete(queue)  # type: ignore[attr-defined]
     return cpu_seconds(usage), client
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("package", help="the project's package, whose bench module is used")
-    parser.add_argument("--app", help="module of the Celery app (default: the package)")
+    parser.add_argument("--app", required=True, help="module of the Celery app")
     parser.add_argument("--worker-command", required=True, help="how to start one worker")
     parser.add_argument("--tasks", type=int, default=2000, help="adds in the group")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of worker runs")
     args = parser.parse_args()
-    bench = importlib.import_module(f"{args.package}.bench")
-    app = bench.load_app(args.app or args.package)
-    add = bench.task_named(app, "add")
+    app = load_app(args.app)
+    add = task_named(app, "add")
     command = shlex.split(args.worker_command)
     worker_us, client_us = [], []
     for _ in range(args.rounds):

@@ -1,21 +1,17 @@
-"""Measure this Celery setup on the configured broker and result backend.
+"""Measure one Celery app on the broker and result backend in its environment.
 
-A table, or the same figures as one JSON object:
+bench/__main__.py runs this module twice per broker x backend, in the generated
+project's virtual environment and in stock Celery's, with the template directory on
+PYTHONPATH; it prints the figures as one JSON object (or a table without --json):
 
-    python -m {{ cookiecutter.project_slug }}.bench
-    python -m {{ cookiecutter.project_slug }}.bench --json
+    python -m bench.driver --app=MODULE --worker-command="celery --app=MODULE worker ..."
 
 It measures add throughput (a group of --tasks adds, results on), the round trip of
 single adds sent one after the other (p50, p99), worker cold start (process start to
-the first answered ping) and what long_task's progress reports cost.
-
-The bench starts its own workers, with compose.yaml's worker command (run it in the
-project directory), so what it measures is what the deployment runs and the worker
-options are written down in one place. It adds --hostname and --queues to that
-command: its workers take only the bench's tasks, from a queue of its own that it
-deletes afterwards, and workers already running are left alone. Where there is no
-compose.yaml (inside the image), give --worker-command. Speed figures are not
-asserted anywhere: a machine's load changes them (the load average is printed).
+the first answered ping) and what long_task's progress reports cost. It starts its own
+workers with the given command, adding --hostname and --queues: they take only the
+bench's tasks, from a queue of its own that it deletes afterwards. Only Celery and
+Kombu are imported, which both environments have.
 """
 
 import argparse
@@ -32,6 +28,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from celery import Celery, group
 from kombu import Exchange, Queue
@@ -46,34 +43,17 @@ POLL_SECONDS = 0.001
 
 def load_app(module_name: str) -> Celery:
     """The Celery app of a module (its `app`), with its tasks imported."""
-    app = importlib.import_module(module_name).app
+    app: Celery = importlib.import_module(module_name).app
     app.loader.import_default_modules()
     return app
 
 
-def task_named(app: Celery, short_name: str):
+def task_named(app: Celery, short_name: str) -> Any:
     """The app's task whose name ends in .short_name (tasks.add, stock.add, ...)."""
     names = [name for name in app.tasks if name.rsplit(".", 1)[-1] == short_name]
     if len(names) != 1:
         raise SystemExit(f"error: {app.main} has no single task named *.{short_name}: {names}")
     return app.tasks[names[0]]
-
-
-def compose_worker(compose_file: Path) -> tuple[list[str], int]:
-    """The worker service's command and replica count from compose.yaml."""
-    import yaml  # the dev group's; only this default needs it
-
-    service = yaml.safe_load(compose_file.read_text(encoding="utf-8"))["services"]["worker"]
-    command = service["command"]
-    if isinstance(command, str):
-        command = shlex.split(command)
-    return command, int(service.get("deploy", {}).get("replicas", 1))
-
-
-def local_program(command: list[str]) -> list[str]:
-    """Run the command's program from this interpreter's environment if it is there."""
-    installed = Path(sys.executable).parent / command[0]
-    return [str(installed), *command[1:]] if installed.exists() else command
 
 
 class Workers:
@@ -145,7 +125,7 @@ def cold_start(workers: Workers) -> float:
     return elapsed
 
 
-def throughput(add, queue: str, count: int) -> float:
+def throughput(add: Any, queue: str, count: int) -> float:
     """add tasks per second: a group of `count` sent and all its results read."""
     started = time.perf_counter()
     result = group(add.s(i, i) for i in range(count)).apply_async(queue=queue)
@@ -156,7 +136,7 @@ def throughput(add, queue: str, count: int) -> float:
     return count / elapsed
 
 
-def round_trips(add, queue: str, calls: int) -> list[float]:
+def round_trips(add: Any, queue: str, calls: int) -> list[float]:
     """Milliseconds from sending one add to having its result, one call at a time."""
     times = []
     for i in range(calls):
@@ -173,7 +153,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def long_task_overhead(long_task, queue: str, seconds: int) -> float:
+def long_task_overhead(long_task: Any, queue: str, seconds: int) -> float:
     """Milliseconds long_task(seconds) takes beyond its own seconds of work, sent to result."""
     started = time.perf_counter()
     result = long_task.apply_async((seconds,), queue=queue)
@@ -206,11 +186,9 @@ def delete_queue(app: Celery, name: str) -> None:
         bound.exchange.delete()
 
 
-def measure(args: argparse.Namespace) -> dict:
-    app = load_app(args.app)
-    add, long_task = task_named(app, "add"), task_named(app, "long_task")
-    queue = f"bench-{uuid.uuid4().hex[:8]}"
-    figures: dict = {
+def setup(app: Celery, args: argparse.Namespace) -> dict[str, Any]:
+    """What is measured, on what, and the load at the start."""
+    return {
         "app": args.app,
         "broker": maybe_sanitize_url(app.conf.broker_url),
         "backend": maybe_sanitize_url(app.conf.result_backend),
@@ -221,33 +199,45 @@ def measure(args: argparse.Namespace) -> dict:
         "latency_calls": args.latency_calls,
         "loadavg_before": [round(load, 2) for load in os.getloadavg()],
     }
+
+
+def with_workers(app: Celery, args: argparse.Namespace, queue: str, logdir: Path) -> dict:
+    """Cold starts, then throughput, round trips and long_task on args.workers workers."""
+    add, long_task = task_named(app, "add"), task_named(app, "long_task")
+    workers = Workers(app, args.worker_command, queue, logdir)
+    try:
+        starts = [cold_start(workers) for _ in range(args.cold_starts)]
+        workers.wait_answering([workers.spawn() for _ in range(args.workers)])
+        # Warm up: connections, pool processes and the result consumer.
+        throughput(add, queue, min(args.tasks, 100))
+        round_trips(add, queue, 10)
+        rates = [throughput(add, queue, args.tasks) for _ in range(args.rounds)]
+        latencies = round_trips(add, queue, args.latency_calls)
+        overhead = long_task_overhead(long_task, queue, args.long_seconds)
+    finally:
+        workers.stop_all()
+        delete_queue(app, queue)
+    return {
+        "add_throughput_per_s": round(statistics.median(rates), 1),
+        "add_throughput_rounds": [round(rate, 1) for rate in rates],
+        "latency_p50_ms": round(percentile(latencies, 0.50), 3),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 3),
+        "cold_start_s": round(statistics.median(starts), 3),
+        "cold_start_runs_s": [round(start, 3) for start in starts],
+        "long_task_seconds": args.long_seconds,
+        "long_task_overhead_ms": round(overhead, 1),
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure, as one flat dict."""
+    app = load_app(args.app)
+    figures = setup(app, args)
     with tempfile.TemporaryDirectory(prefix="bench-") as logdir:
-        workers = Workers(app, args.worker_command, queue, Path(logdir))
-        try:
-            starts = [cold_start(workers) for _ in range(args.cold_starts)]
-            nodes = [workers.spawn() for _ in range(args.workers)]
-            workers.wait_answering(nodes)
-            # Warm up: connections, pool processes and the result consumer.
-            throughput(add, queue, min(args.tasks, 100))
-            round_trips(add, queue, 10)
-            rates = [throughput(add, queue, args.tasks) for _ in range(args.rounds)]
-            latencies = round_trips(add, queue, args.latency_calls)
-            overhead = long_task_overhead(long_task, queue, args.long_seconds)
-        finally:
-            workers.stop_all()
-            delete_queue(app, queue)
-    figures.update(
-        add_throughput_per_s=round(statistics.median(rates), 1),
-        add_throughput_rounds=[round(rate, 1) for rate in rates],
-        latency_p50_ms=round(percentile(latencies, 0.50), 3),
-        latency_p99_ms=round(percentile(latencies, 0.99), 3),
-        cold_start_s=round(statistics.median(starts), 3),
-        cold_start_runs_s=[round(start, 3) for start in starts],
-        long_task_seconds=args.long_seconds,
-        long_task_overhead_ms=round(overhead, 1),
-        progress_update_ms=round(progress_update_cost(app, 100), 3),
-        loadavg_after=[round(load, 2) for load in os.getloadavg()],
-    )
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        figures.update(with_workers(app, args, queue, Path(logdir)))
+    figures["progress_update_ms"] = round(progress_update_cost(app, 100), 3)
+    figures["loadavg_after"] = [round(load, 2) for load in os.getloadavg()]
     return figures
 
 
@@ -280,13 +270,25 @@ def table(figures: dict) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {__package__}.bench",
+        prog="python -m bench.driver",
         description="Measure add throughput, round trip, worker cold start and progress "
         "reports on the configured broker and backend, with workers started for the bench.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--app",
+        required=True,
+        help="module of the Celery app to measure; it must have tasks named *.add and *.long_task",
+    )
+    parser.add_argument(
+        "--worker-command",
+        type=shlex.split,
+        required=True,
+        help="how to start one worker of that app",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     parser.add_argument(
         "--tasks", type=int, default=3000, help="adds in the throughput group (default: 3000)"
     )
@@ -302,38 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--long-seconds", type=int, default=2, help="long_task's argument (default: 2)"
     )
-    parser.add_argument(
-        "--compose-file",
-        type=Path,
-        default=Path("compose.yaml"),
-        help="where the worker command and replica count come from (default: compose.yaml)",
-    )
-    parser.add_argument(
-        "--worker-command",
-        type=shlex.split,
-        help="start workers with this command instead of compose.yaml's",
-    )
-    parser.add_argument(
-        "--workers", type=int, help="worker processes (default: compose.yaml's replicas, or 1)"
-    )
-    parser.add_argument(
-        "--app",
-        default=__package__,
-        help=f"module of the Celery app to measure (default: {__package__}); it must have "
-        "tasks named *.add and *.long_task",
-    )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    replicas = 1
-    if args.worker_command is None:
-        if not args.compose_file.exists():
-            parser.error(
-                f"{args.compose_file} not found: run in the project or give --worker-command"
-            )
-        args.worker_command, replicas = compose_worker(args.compose_file)
-    args.worker_command = local_program(args.worker_command)
-    args.workers = args.workers or replicas
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         figures = measure(args)
     except Exception as exc:

@@ -1,0 +1,265 @@
+"""BENCHMARKS.md's measured part: the figures of one `python -m bench` run as Markdown,
+one function per section, written between the file's markers."""
+
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- scripts/bench: begin -->", "<!-- scripts/bench: end -->"
+
+Result = dict[str, Any]
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def loads(figures: dict[str, Any]) -> str:
+    """The 1-minute load average at a bench's start and end."""
+    return f"{figures['loadavg_before'][0]}-{figures['loadavg_after'][0]}"
+
+
+def short(result: Result) -> str:
+    """'redis x postgresql' from the variant id."""
+    parts = result["variant"].split("-")
+    return f"{parts[1]} x {parts[2]}"
+
+
+def table(header: list[str], align: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table; align holds '---' or '---:' per column."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(align) + "|",
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+
+
+def rounds_line(label: str, results: list[Result], pick: Any) -> str:
+    """'Label: pair generated [...], stock [...]; ...' for the figures pick(result) names."""
+    return f"{label}: " + "; ".join(f"{short(result)} {pick(result)}" for result in results)
+
+
+def heading(host: dict[str, str], results: list[Result]) -> list[str]:
+    versions = ", ".join(f"{name} {version}" for name, version in results[0]["versions"].items())
+    return [
+        f"Measured by `scripts/bench` on {host['date']}: {host['cpu']}, {host['memory']}, "
+        f"{host['os']}; redis-server {host['redis-server']}, RabbitMQ {host['rabbitmq']}, "
+        f"PostgreSQL {host['postgresql']}; in the projects' environments {versions}.",
+        "",
+        "**Figures taken under load are not final.** This machine has 2 cores and is shared:",
+        "other people's tests run beside the benchmark. Each figure carries the 1-minute load",
+        "average at its start and end (`load`); where it is well above 0, rerun before drawing",
+        "conclusions. Generated and stock ran one after the other on the same servers, so",
+        "their ratio is fairer than either number alone.",
+        "",
+    ]
+
+
+def method(results: list[Result], args: Any) -> list[str]:
+    return [
+        f"Each project ran with its default answers and {results[0]['generated']['workers']} "
+        f"workers (worker_count); throughput is the median of {args.rounds} groups of "
+        f"{args.tasks} `add` with results on ({args.postgresql_tasks} with the PostgreSQL "
+        f"backend, which commits every result), round trips are {args.latency_calls} "
+        f"sequential `add` calls ({args.postgresql_latency_calls} on PostgreSQL, polled every "
+        f"1 ms), cold start is the median of {args.cold_starts} worker starts. Stock Celery "
+        "runs in its own environment (`celery[redis]`, no hiredis) at the same versions; the "
+        "floor runs in the generated project's.",
+        "",
+    ]
+
+
+def throughput_row(result: Result) -> list[Any]:
+    gen, stock, floor = result["generated"], result["stock"], result["floor"]
+    gen_rate, stock_rate = gen["add_throughput_per_s"], stock["add_throughput_per_s"]
+    return [
+        short(result),
+        f"{gen_rate:.0f}",
+        f"{stock_rate:.0f}",
+        f"{floor['per_s']:.0f}",
+        ratio(gen_rate, stock_rate),
+        ratio(gen_rate, floor["per_s"]),
+        f"{loads(gen)}, {loads(stock)}, {floor['load'][0]}",
+    ]
+
+
+def throughput(results: list[Result]) -> list[str]:
+    header = ["broker x backend", "generated", "stock Celery", "raw broker floor"]
+    header += ["generated/stock", "generated/floor", "load gen, stock, floor"]
+    return [
+        "### add throughput (tasks/s)",
+        "",
+        *table(header, ["---", *["---:"] * 5, "---"], [throughput_row(r) for r in results]),
+        "",
+        rounds_line(
+            "Rounds",
+            results,
+            lambda r: (
+                f"generated {r['generated']['add_throughput_rounds']}, "
+                f"stock {r['stock']['add_throughput_rounds']}, floor {r['floor']['rounds']}"
+            ),
+        ),
+        "",
+    ]
+
+
+def cpu_row(result: Result) -> list[Any]:
+    gen, stock = result["generated"]["cpu"], result["stock"]["cpu"]
+    return [
+        short(result),
+        gen["worker_us_per_task"],
+        stock["worker_us_per_task"],
+        ratio(gen["worker_us_per_task"], stock["worker_us_per_task"]),
+        gen["client_us_per_task"],
+        stock["client_us_per_task"],
+    ]
+
+
+def cpu(results: list[Result], args: Any) -> list[str]:
+    header = ["broker x backend", "generated worker", "stock worker", "generated/stock"]
+    header += ["generated client", "stock client"]
+    return [
+        "### CPU time per add (microseconds)",
+        "",
+        "The worker's CPU (main and pool processes) and the client's (sending the group and "
+        "reading its results) per `add`, by bench/cpu.py: one worker, a group of "
+        f"{args.tasks} ({args.postgresql_tasks} on PostgreSQL), the median of "
+        f"{args.rounds} rounds. Load moves this far less than tasks/s.",
+        "",
+        *table(header, ["---", *["---:"] * 5], [cpu_row(r) for r in results]),
+        "",
+        rounds_line(
+            "Rounds (worker)",
+            results,
+            lambda r: (
+                f"generated {r['generated']['cpu']['worker_us_rounds']}, "
+                f"stock {r['stock']['cpu']['worker_us_rounds']}"
+            ),
+        ),
+        "",
+    ]
+
+
+def latency_rows(result: Result) -> list[list[Any]]:
+    rows = []
+    for label in ("generated", "stock"):
+        f = result[label]
+        rows.append(
+            [
+                short(result),
+                label,
+                f"{f['latency_p50_ms']:.2f}",
+                f"{f['latency_p99_ms']:.2f}",
+                f"{f['cold_start_s']:.2f}",
+                f"{f['long_task_overhead_ms']:.0f}",
+                f"{f['progress_update_ms']:.2f}",
+                loads(f),
+            ]
+        )
+    return rows
+
+
+def latency(results: list[Result]) -> list[str]:
+    header = ["broker x backend", "", "p50 ms", "p99 ms", "cold start s"]
+    header += ["long_task(2) beyond 2 s, ms", "one progress report, ms", "load"]
+    rows = [row for result in results for row in latency_rows(result)]
+    return [
+        "### add round trip, worker cold start, long_task",
+        "",
+        *table(header, ["---", "---", *["---:"] * 5, "---"], rows),
+        "",
+        rounds_line(
+            "Cold starts (s)",
+            results,
+            lambda r: (
+                f"generated {r['generated']['cold_start_runs_s']}, "
+                f"stock {r['stock']['cold_start_runs_s']}"
+            ),
+        ),
+        "",
+    ]
+
+
+def bake_rows(results: list[Result]) -> list[list[Any]]:
+    cli = [
+        [
+            f"CLI bake, {short(r)} (median of {len(r['bake_runs_s'])}: {r['bake_runs_s']})",
+            f"{r['bake_s']:.2f}",
+            r["bake_load"][0],
+        ]
+        for r in results
+    ]
+    in_process = [
+        [
+            f"in-process `cookiecutter()` bake, {short(r)} (median of "
+            f"{len(r['bake_in_process_runs_s'])}: {r['bake_in_process_runs_s']})",
+            f"{r['bake_in_process_s']:.2f}",
+            r["bake_load"][0],
+        ]
+        for r in results
+    ]
+    return cli + in_process
+
+
+def tier_rows(static: dict[str, Any] | None, run_tier: dict[str, Any] | None) -> list[list[Any]]:
+    if static:
+        static_row = [
+            f"static tier, all variants, `-n {static['jobs']}` ({static['summary']})",
+            f"{static['seconds']:.0f}",
+            static["load"][0],
+        ]
+    else:
+        static_row = ["static tier", "not timed in this run", ""]
+    if run_tier:
+        run_row = [
+            f"run tier, from {run_tier['source']} ({run_tier['tests']} tests, "
+            f"{run_tier['failed']} failed)",
+            f"{run_tier['seconds']:.0f}",
+            "",
+        ]
+    else:
+        run_row = ["run tier", "not run by this benchmark (give --run-tier-junit)", ""]
+    return [static_row, run_row]
+
+
+def bakes_and_tiers(
+    results: list[Result], static: dict[str, Any] | None, run_tier: dict[str, Any] | None
+) -> list[str]:
+    rows = bake_rows(results) + tier_rows(static, run_tier)
+    return [
+        "### Bakes and test tiers",
+        "",
+        *table(["what", "seconds", "load"], ["---", "---:", "---"], rows),
+    ]
+
+
+def report(
+    host: dict[str, str],
+    results: list[Result],
+    static: dict[str, Any] | None,
+    run_tier: dict[str, Any] | None,
+    args: Any,
+) -> str:
+    """The measured part of BENCHMARKS.md, markers included."""
+    lines = [
+        BEGIN,
+        *heading(host, results),
+        *method(results, args),
+        *throughput(results),
+        *cpu(results, args),
+        *latency(results),
+        *bakes_and_tiers(results, static, run_tier),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write(path: Path, text: str) -> None:
+    """Put text between the file's markers, keeping what is around them."""
+    if path.exists():
+        old = path.read_text(encoding="utf-8")
+        if BEGIN in old and END in old:
+            before, rest = old.split(BEGIN, 1)
+            after = rest.split(END, 1)[1]
+            path.write_text(before + text + after, encoding="utf-8")
+            return
+    path.write_text(f"# Benchmarks\n\n{text}\n", encoding="utf-8")
