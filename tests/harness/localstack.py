@@ -475,10 +475,20 @@ class LocalStack:
         return f"{self.project.name}.tasks.{name}"
 
     def pool_stats(self) -> dict[str, dict]:
-        """Each answering worker's pool, by node name, as `inspect stats` gives it
-        ("max-concurrency", "processes": the pool processes' pids, ...)."""
+        """Every started worker's pool, by node name, as `inspect stats` gives it
+        ("max-concurrency", "processes": the pool processes' pids, ...). Asks until each
+        worker has answered: on a busy machine one can miss a reply's timeout, and a
+        count without it would be short (a fault test then sends too few long tasks to
+        keep its victim busy)."""
+        names = set(self.worker_names)
         # A generous reply timeout: a busy machine can take seconds to answer.
-        stats = self.celery.control.inspect(timeout=5).stats() or {}
+        inspect = self.celery.control.inspect(destination=sorted(names), timeout=5)
+
+        def all_answered() -> dict[str, dict]:
+            stats = inspect.stats() or {}
+            return stats if set(stats) >= names else {}
+
+        stats = eventually(all_answered, STARTUP_SECONDS, f"{sorted(names)} answering stats")
         return {node: worker["pool"] for node, worker in stats.items()}
 
     def pool_slots(self) -> int:
