@@ -23,9 +23,12 @@ from .deadletters import DEAD_LETTER_QUEUE
 
 
 def default_queues() -> list[str]:
-    """The queues the workers consume (Celery's default one unless task_queues says
-    otherwise), then the dead-letter queue."""
-    return [*app.amqp.queues, DEAD_LETTER_QUEUE.name]
+    """The queues the workers consume, as configured (Celery's default one unless
+    task_queues names others), then the dead-letter queue."""
+    # Not app.amqp.queues: that grows with every queue this process sent a task to.
+    configured = app.conf.task_queues
+    names = [queue.name for queue in configured] if configured else [app.conf.task_default_queue]
+    return [*names, DEAD_LETTER_QUEUE.name]
 
 
 def waiting(names: list[str]) -> dict[str, int]:
