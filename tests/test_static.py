@@ -2,6 +2,7 @@
 
 import re
 import tomllib
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -136,3 +137,39 @@ def test_secrets_stay_out_of_git_and_images(bake, variant):
     assert "=generate-a-secret" not in (project / ".env").read_text(encoding="utf-8")
     assert ".env" in (project / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert ".env" in (project / ".dockerignore").read_text(encoding="utf-8").splitlines()
+
+
+def test_flower_reads_queue_depth_from_rabbitmq_without_a_published_port(bake, variant):
+    """With RabbitMQ and Flower, the rabbitmq service turns the management plugin and its
+    queue statistics on, publishes no port, and Flower's FLOWER_BROKER_API reaches it on
+    the project's network with the RabbitMQ user and password from .env. Without that
+    pair, no management plugin is turned on and Flower reads Redis's lists itself."""
+    project = bake(variant)
+    model = compose_model(project)
+    services = model["services"]
+    flower_env = services.get("flower", {}).get("environment", {})
+    if variant["broker"] != "rabbitmq" or not variant["use_flower"]:
+        assert "FLOWER_BROKER_API" not in flower_env
+        assert "configs" not in model and "configs" not in services.get("rabbitmq", {})
+        return
+    rabbitmq = services["rabbitmq"]
+    assert "ports" not in rabbitmq
+    files = {
+        mount["target"]: model["configs"][mount["source"]]["content"]
+        for mount in rabbitmq["configs"]
+    }
+    plugins = files["/etc/rabbitmq/enabled_plugins"].strip().removesuffix(".")
+    # An Erlang list: the image's own rabbitmq_prometheus kept, the management plugin added.
+    assert set(plugins.strip("[]").split(",")) == {"rabbitmq_management", "rabbitmq_prometheus"}
+    # The file of the image's that turns the metrics collector off, replaced.
+    collector = files["/etc/rabbitmq/conf.d/20-management_agent.disable_metrics_collector.conf"]
+    assert collector.split() == ["management_agent.disable_metrics_collector", "=", "false"]
+    settings = dict(
+        line.split("=", 1)
+        for line in (project / ".env").read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    api = urlsplit(flower_env["FLOWER_BROKER_API"])
+    assert (api.scheme, api.hostname, api.port, api.path) == ("http", "rabbitmq", 15672, "/api/")
+    credentials = (settings["RABBITMQ_USER"], settings["RABBITMQ_PASSWORD"])
+    assert (api.username, api.password) == credentials

@@ -37,6 +37,12 @@ from harness.jsonlogs import log_records
 from harness.waiting import eventually
 
 RABBITMQ_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_RABBITMQ_PORT", "5672")))
+# The shared server's management API (scripts/services enables the plugin), where
+# Flower's FLOWER_BROKER_API (compose.yaml, rabbitmq:15672) is pointed.
+RABBITMQ_MANAGEMENT_ADDRESS = (
+    "127.0.0.1",
+    int(os.environ.get("TEST_RABBITMQ_MANAGEMENT_PORT", "15672")),
+)
 POSTGRES_ADDRESS = ("127.0.0.1", int(os.environ.get("TEST_POSTGRES_PORT", "5432")))
 # A superuser connection for creating each stack's role and database.
 POSTGRES_ADMIN = os.environ.get(
@@ -213,6 +219,9 @@ class LocalStack:
             local_addresses = {
                 name: f"{host}:{port}" for name, (host, port) in self.addresses.items()
             }
+            if "rabbitmq" in self.addresses and not self.own_rabbitmq:
+                host, port = RABBITMQ_MANAGEMENT_ADDRESS
+                local_addresses["rabbitmq:15672"] = f"{host}:{port}"
             self.plan = local_runner(self.project).plan(self.model, local_addresses)
         except BaseException:
             self.close()
@@ -259,6 +268,9 @@ class LocalStack:
         rabbitmqctl("add_user", user, env["RABBITMQ_DEFAULT_PASS"])
         self._cleanup.callback(rabbitmqctl, "delete_user", user)
         rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        # As the image tags the user it makes (default_user_tags): the management API,
+        # where Flower reads queue lengths, takes only users with a tag.
+        rabbitmqctl("set_user_tags", user, "administrator")
         return RABBITMQ_ADDRESS
 
     def _start_rabbitmq(self) -> tuple[str, int]:

@@ -1,17 +1,15 @@
 """Run tier: Beat's schedule and Flower (its password, its worker list, its metrics), on
 the variants that chose them."""
 
-import base64
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
+from harness.flower import start_flower
 from harness.jsonlogs import assert_json_lines
-from harness.localstack import RESULT_TIMEOUT, LocalStack, free_port
+from harness.localstack import RESULT_TIMEOUT
 from harness.waiting import eventually
 
 pytestmark = pytest.mark.run
@@ -36,34 +34,6 @@ def test_beat_sends_its_schedule_and_a_worker_runs_it(stack):
     assert sends >= 3, beat.log_tail()
     task_ids = stack.wait_for_worker_log(done, count=sends, since=since)
     assert len(task_ids) == len(set(task_ids)) == sends
-
-
-def start_flower(stack: LocalStack):
-    """Flower's command on a free port, once it listens; returns get(path, authorized)
-    -> (status, body), authorized with the generated user and password."""
-    port = free_port()
-    flower = stack.start("flower", "flower", FLOWER_PORT=str(port))
-    user, password = stack.environment("flower")["FLOWER_BASIC_AUTH"].split(":", 1)
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-
-    def get(path: str, authorized: bool) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-        if authorized:
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-
-    eventually(
-        lambda: get("/healthcheck", authorized=False),
-        RESULT_TIMEOUT,
-        "Flower listening",
-        ignoring=(urllib.error.URLError,),
-        watching=[flower],
-    )
-    return get
 
 
 @pytest.mark.only_variants(use_flower=True)

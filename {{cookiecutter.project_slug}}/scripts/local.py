@@ -7,9 +7,10 @@ The commands and their environment come from compose.yaml, never from a copy her
 through `docker compose config` where Docker Compose is installed, else read from the
 file with its ${VAR} settings taken from the shell and .env, as Compose takes them. Four
 things differ from containers, because processes share one host:
-- the servers (the services without `build:`) are not started: Redis, RabbitMQ and
-  PostgreSQL must answer on localhost, at their usual ports, with the settings in .env;
-  URLs that name them by service name are pointed at 127.0.0.1;
+- the servers (the services without `build:`) are not started: Redis, RabbitMQ (with
+  its management plugin, for Flower's queue lengths) and PostgreSQL must answer on
+  localhost, at their usual ports, with the settings in .env; URLs that name them by
+  service name are pointed at 127.0.0.1;
 - replicas differ by host name in Compose; here they get --hostname=<service><n>@%h;
 - a container's /tmp is its own: a setting that names a file there (a liveness file)
   names one of the process's own here, <name>.<file> in the working directory;
@@ -123,13 +124,19 @@ def compose_model() -> tuple[dict, str]:
 
 def localize(value: str, addresses: dict[str, str | None]) -> str:
     """A URL that names a server by its service name, pointed at the server's local address
-    ("host:port"), or at 127.0.0.1 and the URL's own port where the address is None."""
+    ("host:port"), or at 127.0.0.1 and the URL's own port where the address is None. An
+    address given for "name:port" is that port's alone (a server with a second port, as
+    RabbitMQ's management API beside AMQP), and comes first."""
     if "://" not in value:
         return value
     url = urlsplit(value)
     if url.hostname not in addresses:
         return value
-    address = addresses[url.hostname] or ("127.0.0.1" + (f":{url.port}" if url.port else ""))
+    address = (
+        addresses.get(f"{url.hostname}:{url.port}")
+        or addresses[url.hostname]
+        or ("127.0.0.1" + (f":{url.port}" if url.port else ""))
+    )
     userinfo = url.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@{address}" if userinfo else address
     return urlunsplit(url._replace(netloc=netloc))
@@ -166,7 +173,8 @@ def plan(model: dict, addresses: dict[str, str] | None = None) -> list[dict]:
     the process's environment and working directory). The servers (services without
     `build:`) are not among them: their URLs point at 127.0.0.1, or at the "host:port"
     that `addresses` gives a server (the template's tests give each stack servers of
-    its own). `model` is as `docker compose config` prints it: `$$` still escaped."""
+    its own; "name:port" for a server's second port). `model` is as `docker compose
+    config` prints it: `$$` still escaped."""
     services = model["services"]
     servers = {name for name, service in services.items() if "build" not in service}
     server_addresses: dict[str, str | None] = dict.fromkeys(servers)
