@@ -89,8 +89,7 @@ def test_bench_code_is_lint_and_type_clean(mypy_cache):
         assert result.returncode == 0, result.stdout + result.stderr
     result = run(BIN / "mypy", "--cache-dir", mypy_cache, cwd=TEMPLATE_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
-    modules = list((TEMPLATE_DIR / "bench").glob("*.py"))
-    assert f"no issues found in {len(modules)} source files" in result.stdout, result.stdout
+    assert "Success: no issues found" in result.stdout, result.stdout
 
 
 def test_rendered_project_carries_no_benchmark(bake):

@@ -22,3 +22,14 @@ def bake_cli(
         timeout=60,
         check=False,
     )
+
+
+def assert_refused(output_dir: Path, error: Exception | None, field: str, value: str) -> None:
+    """A bake refused by answer_rules.py: its one-line message names the field, the value
+    given and what is allowed (cookiecutter's command line prints it as "Error: ..."),
+    and nothing is left on disk."""
+    assert error is not None, f"{field}={value!r} was accepted"
+    message = str(error)
+    assert message.startswith(f"{field} {value!r} is not allowed; allowed: "), repr(error)
+    assert "\n" not in message, repr(error)
+    assert list(output_dir.iterdir()) == []
