@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from harness.localstack import LocalStack
@@ -43,6 +44,8 @@ def test_driver_has_help():
     assert {"--json", "--app", "--worker-command"} <= set(result.stdout.split())
 
 
+# Run tier: it starts a Redis server and workers (the static tier's CI job has no servers).
+@pytest.mark.run
 def test_driver_measures_generated_and_stock_and_leaves_no_queue(bake, tmp_path):
     """With a tiny load on a private Redis, the driver prints the four figures for the
     generated app (compose.yaml's worker command) and for stock Celery (bench/stock.py),
