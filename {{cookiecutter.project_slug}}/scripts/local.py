@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -200,6 +201,24 @@ def plan(model: dict, addresses: dict[str, str] | None = None) -> list[dict]:
     return sorted(processes, key=lambda process: (process["one_shot"], process["name"]))
 
 
+def start(
+    process: dict, directory: Path, environ: Mapping[str, str] = os.environ
+) -> subprocess.Popen:
+    """Start a planned process in `directory`, its output appended to <name>.log there
+    (kept across restarts), in a session of its own: Ctrl-C reaches this script, which
+    stops it in order."""
+    with (directory / f"{process['name']}.log").open("ab") as log:
+        return subprocess.Popen(
+            process["argv"],
+            env={**environ, **process["environment"]},
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def stop(running: dict[str, subprocess.Popen]) -> None:
     """SIGTERM to each (a warm shutdown for Celery), SIGKILL to what is left after the grace."""
     for popen in running.values():
@@ -228,25 +247,14 @@ def run(processes: list[dict]) -> int:
     status = 130  # as for Ctrl-C, unless a one-shot service ends by itself
     try:
         for process in processes:
-            env = {**os.environ, **process["environment"]}
             if process["one_shot"]:
                 print(f"running {process['name']}: {' '.join(process['argv'])}", flush=True)
+                env = {**os.environ, **process["environment"]}
                 status = subprocess.run(process["argv"], env=env, cwd=LOGS, check=False).returncode
                 print(f"{process['name']} exited with status {status}", flush=True)
                 continue
-            log_path = LOGS / f"{process['name']}.log"
-            with log_path.open("ab") as log:
-                # A session of its own: Ctrl-C reaches this script, which stops it in order.
-                running[process["name"]] = subprocess.Popen(
-                    process["argv"],
-                    env=env,
-                    cwd=LOGS,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            print(f"started {process['name']}, logging to {log_path.relative_to(PROJECT)}")
+            running[process["name"]] = start(process, LOGS)
+            print(f"started {process['name']}, logging to .local/{process['name']}.log")
         print(f"{', '.join(running)} keep running; Ctrl-C stops them", flush=True)
         while all(popen.poll() is None for popen in running.values()):
             time.sleep(1)
