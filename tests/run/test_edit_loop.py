@@ -28,7 +28,8 @@ def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path]:
 def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
     """With scripts/local.py running the stack (reload on, as `make local` runs), editing
     add's code restarts the workers, which then return the edited result; local.py says
-    which file it saw edited."""
+    which file it saw edited. An edit that breaks the code ends the workers, not the run:
+    the next edit starts them again."""
     project, venv = own_project(stack, tmp_path)
     workdir = tmp_path / "stack"
     workdir.mkdir()
@@ -52,9 +53,20 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
         eventually(
             adds_to(5), STARTUP_SECONDS, "workers started by local.py adding", watching=[local]
         )
+        workers = [process["name"] for process in own.planned("worker")]
         tasks = project / project.name / "tasks.py"
         code = tasks.read_text(encoding="utf-8")
         assert code.count(ORIGINAL) == 1, "add's return line has changed: update this test"
+        # A typo first: the workers end, and wait for the next edit rather than end the run.
+        tasks.write_text(code.replace(ORIGINAL, "    return x +\n"), encoding="utf-8")
+        eventually(
+            lambda: all(
+                f"{name} ended" in local.log_path.read_text(encoding="utf-8") for name in workers
+            ),
+            STARTUP_SECONDS,
+            "the workers ending on the typo",
+            watching=[local],
+        )
         tasks.write_text(code.replace(ORIGINAL, EDITED), encoding="utf-8")
         eventually(
             adds_to(1005),
@@ -67,7 +79,7 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
         assert edited in log, local.log_tail()
         # The workers, and Beat where chosen: what compose.yaml's develop section restarts.
         restarting = [p["name"] for p in own.plan if p["watch"] and not p["one_shot"]]
-        assert {p["name"] for p in own.planned("worker")} <= set(restarting)
+        assert set(workers) <= set(restarting)
         for name in restarting:
             assert f"restarted {name}\n" in log, local.log_tail()
         # Ctrl-C's way out: local.py stops what it started before the stack goes.

@@ -296,11 +296,18 @@ def interrupted(signum: int, frame: object) -> None:
 def restart_on_edits(
     processes: list[dict], running: dict[str, subprocess.Popen], times: dict[Path, int]
 ) -> None:
-    """Until a process in `running` ends: restart each of `processes` whose watched paths
-    hold edited files (`times`: the files' times at the start), as `docker compose watch`
-    restarts a container, SIGTERM first."""
+    """Until a process in `running` that is not one of `processes` ends: restart each of
+    `processes` whose watched paths hold edited files (`times`: the files' times at the
+    start), as `docker compose watch` restarts a container, SIGTERM first. One of them
+    that ends (an edit with a typo, say) waits for the next edit."""
     paths = {path for process in processes for path in process["watch"]}
-    while all(popen.poll() is None for popen in running.values()):
+    names = {process["name"] for process in processes}
+    ended: set[str] = set()
+    while all(popen.poll() is None for name, popen in running.items() if name not in names):
+        for name in sorted(names - ended):
+            if running[name].poll() is not None:
+                ended.add(name)
+                print(f"{name} ended, see .local/{name}.log; an edit starts it again", flush=True)
         time.sleep(POLL_SECONDS)
         times, changed = edited(paths, times)
         restarting = [
@@ -310,11 +317,12 @@ def restart_on_edits(
         ]
         if not restarting:
             continue
-        names = sorted(os.path.relpath(path, PROJECT) for path in changed)
-        print(f"edited {', '.join(names)}: restarting", flush=True)
+        files = sorted(os.path.relpath(path, PROJECT) for path in changed)
+        print(f"edited {', '.join(files)}: restarting", flush=True)
         stop({process["name"]: running[process["name"]] for process in restarting})
         for process in restarting:
             running[process["name"]] = start(process, LOGS)
+            ended.discard(process["name"])
             print(f"restarted {process['name']}", flush=True)
 
 
