@@ -14,8 +14,8 @@ things differ from containers, because processes share one host:
 - replicas differ by host name in Compose; here they get --hostname=<service><n>@%h;
 - a container's /tmp is its own: a setting that names a file there (a liveness file)
   names one of the process's own here, <name>.<file> in the working directory;
-- the one-shot services (`restart: "no"`, the app) run in the foreground, on this
-  terminal, once the others are started; the others log to .local/<name>.log and run
+- the one-shot services (`restart: "no"`, the app) run on this terminal once the
+  others are started; the others log to .local/<name>.log and run
   until Ctrl-C, which stops them as `docker compose down` does (SIGTERM, then SIGKILL);
 - where `docker compose watch` would copy an edited file into a service's containers and
   restart them (compose.yaml's develop section, action sync+restart), the service's
@@ -294,16 +294,24 @@ def interrupted(signum: int, frame: object) -> None:
 
 
 def restart_on_edits(
-    processes: list[dict], running: dict[str, subprocess.Popen], times: dict[Path, int]
+    processes: list[dict],
+    running: dict[str, subprocess.Popen],
+    times: dict[Path, int],
+    one_shot: dict[str, subprocess.Popen],
 ) -> None:
     """Until a process in `running` that is not one of `processes` ends: restart each of
     `processes` whose watched paths hold edited files (`times`: the files' times at the
     start), as `docker compose watch` restarts a container, SIGTERM first. One of them
-    that ends (an edit with a typo, say) waits for the next edit."""
+    that ends (an edit with a typo, say) waits for the next edit. Says when a `one_shot`
+    process exits."""
     paths = {path for process in processes for path in process["watch"]}
     names = {process["name"] for process in processes}
     ended: set[str] = set()
     while all(popen.poll() is None for name, popen in running.items() if name not in names):
+        for name in sorted(set(one_shot) - ended):
+            if one_shot[name].poll() is not None:
+                ended.add(name)
+                print(f"{name} exited with status {one_shot[name].returncode}", flush=True)
         for name in sorted(names - ended):
             if running[name].poll() is not None:
                 ended.add(name)
@@ -335,27 +343,32 @@ def run(processes: list[dict], reload: bool = True) -> int:
     # Taken before anything starts: an edit made while the app runs counts too.
     times = modification_times({path for process in reloading for path in process["watch"]})
     running: dict[str, subprocess.Popen] = {}
+    one_shot: dict[str, subprocess.Popen] = {}
     status = 130  # as for Ctrl-C, unless a one-shot service ends by itself
     try:
         for process in processes:
             if process["one_shot"]:
+                # On this terminal, while edits restart the others; stopped as they are.
                 print(f"running {process['name']}: {' '.join(process['argv'])}", flush=True)
                 env = {**os.environ, **process["environment"]}
-                status = subprocess.run(process["argv"], env=env, cwd=LOGS, check=False).returncode
-                print(f"{process['name']} exited with status {status}", flush=True)
+                one_shot[process["name"]] = subprocess.Popen(
+                    process["argv"], env=env, cwd=LOGS, start_new_session=True
+                )
                 continue
             running[process["name"]] = start(process, LOGS)
             print(f"started {process['name']}, logging to .local/{process['name']}.log")
         print(f"{', '.join(running)} keep running; Ctrl-C stops them", flush=True)
         if reloading:
             print(f"an edit to the code restarts {', '.join(p['name'] for p in reloading)}")
-        restart_on_edits(reloading, running, times)
+        restart_on_edits(reloading, running, times, one_shot)
         ended = [name for name, popen in running.items() if popen.poll() is not None]
         print(f"error: {', '.join(ended)} ended; see .local/*.log", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
-        pass
+        exits = [popen.returncode for popen in one_shot.values() if popen.poll() is not None]
+        status = exits[0] if exits else status
     finally:
+        stop({name: popen for name, popen in one_shot.items() if popen.poll() is None})
         stop(running)
     return status
 
