@@ -6,21 +6,31 @@ from pathlib import Path
 
 import pytest
 
-from harness.localstack import RESULT_TIMEOUT, STARTUP_SECONDS, LocalStack, make_venv
+from harness.localstack import RESULT_TIMEOUT, STARTUP_SECONDS, LocalStack, free_port, make_venv
 from harness.waiting import eventually
 
 pytestmark = pytest.mark.run
 
 ORIGINAL = "    return x + y\n"
 EDITED = "    return x + y + 1000\n"
+# Flower's port in its container, fixed in compose.yaml; as local processes, stacks that
+# run side by side on this machine need one each (the harness gives its own Flower
+# processes theirs through FLOWER_PORT too).
+FLOWER_LISTENS = 'FLOWER_PORT: "5555"'
 
 
 def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path]:
     """A copy of the stack's project with a virtual environment of its own, which installs
-    the copy editable as `make local` has it: an edit here leaves the shared stack alone."""
+    the copy editable as `make local` has it: an edit here leaves the shared stack alone.
+    Its Flower, if any, listens on a free port."""
     project = directory / stack.project.name
     ignore = shutil.ignore_patterns(".local", "__pycache__", ".venv")
     shutil.copytree(stack.project, project, ignore=ignore)
+    compose = project / "compose.yaml"
+    text = compose.read_text(encoding="utf-8")
+    assert text.count(FLOWER_LISTENS) == stack.variant["use_flower"], "Flower's port moved"
+    own_port = f'FLOWER_PORT: "{free_port()}"'
+    compose.write_text(text.replace(FLOWER_LISTENS, own_port), encoding="utf-8")
     venv = make_venv(project, stack.variant["python_version"], directory / "venv")
     return project, venv
 
