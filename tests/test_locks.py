@@ -100,7 +100,7 @@ def dockerfile_steps(project) -> list[str]:
 def test_image_installs_the_lock_dependencies_first(bake, variant):
     """The build copies pyproject.toml and uv.lock, installs the locked dependencies (a
     layer that a code change leaves cached), then copies the code and installs it, from the
-    same lock, not editable: the run stage copies the environment without the sources."""
+    same lock, not editable: the run stage copies the environment without /src."""
     project = bake(variant)
     steps = dockerfile_steps(project)
     build = steps[: next(i for i, step in enumerate(steps[1:], 1) if step.startswith("FROM"))]

@@ -2,6 +2,7 @@
 
 import re
 import tomllib
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -120,6 +121,42 @@ def test_compose_refuses_to_start_without_secrets(bake, variant):
     result = run_compose(project, "--env-file", "/dev/null", "config", "--quiet")
     assert result.returncode != 0
     assert re.search(r"required variable \w+ is missing a value: set \w+ in \.env", result.stderr)
+
+
+def run_stage(project) -> list[tuple[str, str]]:
+    """The Dockerfile's last stage, the image that runs: (instruction, arguments) pairs."""
+    lines = (project / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ").splitlines()
+    steps = [tuple(line.split(maxsplit=1)) for line in lines if line.strip() and line[0] != "#"]
+    last_from = max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM")
+    return steps[last_from:]
+
+
+def test_compose_watch_syncs_the_code_the_containers_import(bake, variant):
+    """`docker compose watch` (compose.yaml's develop section, read by the real Compose
+    parser) copies an edit to the package into the worker and Beat containers and restarts
+    them, and rebuilds on pyproject.toml and uv.lock; every watched path exists. The copy
+    lands in the image's working directory, where the run stage keeps the package's source
+    owned by the user the containers run as: `celery --app` and `python -m` import the
+    package from there before the installed one."""
+    project = bake(variant)
+    slug = project.name
+    services = compose_model(project)["services"]
+    stage = run_stage(project)
+    workdir = [arguments for instruction, arguments in stage if instruction == "WORKDIR"][-1]
+    user = [arguments for instruction, arguments in stage if instruction == "USER"][-1]
+    assert ("COPY", f"--chown={user} {slug} ./{slug}") in stage
+    watched = {name for name, service in services.items() if "develop" in service}
+    assert watched == {"worker", "beat"} & set(services)
+    for name in watched:
+        rules = {
+            Path(rule["path"]).relative_to(project.resolve()).as_posix(): rule
+            for rule in services[name]["develop"]["watch"]
+        }
+        assert set(rules) == {slug, "pyproject.toml", "uv.lock"}, name
+        assert all((project / path).exists() for path in rules), name
+        assert rules[slug]["action"] == "sync+restart", name
+        assert rules[slug]["target"] == f"{workdir}/{slug}", name
+        assert rules["pyproject.toml"]["action"] == rules["uv.lock"]["action"] == "rebuild"
 
 
 def test_dockerfile_passes_hadolint(bake, variant):

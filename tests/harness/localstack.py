@@ -110,21 +110,16 @@ def local_runner(project: Path) -> ModuleType:
 
 
 class LocalProcess:
-    """A process in its own process group, logging to a file."""
+    """A process in its own process group, logging to <name>.log in its directory: started
+    by the project's scripts/local.py (`runner`), as `make local` starts one."""
 
-    def __init__(self, name: str, argv: list[str], env: dict, cwd: Path, log_path: Path):
-        self.name, self.argv, self.env, self.cwd, self.log_path = name, argv, env, cwd, log_path
-        # Appending keeps the log of an earlier process of the same name (a restart).
-        with log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    def __init__(self, runner: ModuleType, name: str, argv: list[str], env: dict, cwd: Path):
+        self.runner, self.name, self.argv, self.env, self.cwd = runner, name, argv, env, cwd
+        self.log_path = cwd / f"{name}.log"
+        # Exactly `env`, none of this test process's own; the log is appended to, so a
+        # restart keeps the log of the process it replaces.
+        planned = {"name": name, "argv": argv, "environment": env}
+        self.popen: subprocess.Popen = runner.start(planned, cwd, environ={})
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -151,7 +146,7 @@ class LocalProcess:
 
     def restarted(self) -> "LocalProcess":
         """The same command started again, as Compose's restart policy would."""
-        return LocalProcess(self.name, self.argv, self.env, self.cwd, self.log_path)
+        return LocalProcess(self.runner, self.name, self.argv, self.env, self.cwd)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -194,6 +189,7 @@ class LocalStack:
         unique = f"{run_prefix()}{uuid.uuid4().hex[:8]}"
         self.isolation = {name: unique for name in self.ISOLATED_SETTINGS}
         self.model = compose_model(project, env=self.isolation)
+        self.runner = local_runner(project)
         self.services = self.model["services"]
         self.addresses: dict[str, tuple[str, int]] = {}
         # What `make local` would start, once the servers' addresses are known.
@@ -222,7 +218,7 @@ class LocalStack:
             if "rabbitmq" in self.addresses and not self.own_rabbitmq:
                 host, port = RABBITMQ_MANAGEMENT_ADDRESS
                 local_addresses["rabbitmq:15672"] = f"{host}:{port}"
-            self.plan = local_runner(self.project).plan(self.model, local_addresses)
+            self.plan = self.runner.plan(self.model, local_addresses)
         except BaseException:
             self.close()
             raise
@@ -247,7 +243,7 @@ class LocalStack:
         program, *args = self.services["redis"]["command"]
         local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--logfile", ""]
         command = [shutil.which(program) or program, *args, *local]
-        process = LocalProcess("redis", command, {}, data, self.workdir / "redis.log")
+        process = LocalProcess(self.runner, "redis", command, {}, self.workdir)
         self.processes.append(process)
         self._wait_for_redis(process, port)
         return ("127.0.0.1", port)
@@ -297,9 +293,7 @@ class LocalStack:
             "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(base / "log"),
         }
-        process = LocalProcess(
-            "rabbitmq", [RABBITMQ_SERVER], env, base, self.workdir / "rabbitmq.log"
-        )
+        process = LocalProcess(self.runner, "rabbitmq", [RABBITMQ_SERVER], env, self.workdir)
         self.processes.append(process)
         self._wait_for_rabbitmq(process, port)
         return ("127.0.0.1", port)
@@ -404,7 +398,7 @@ class LocalStack:
     def launch(self, name: str, argv: list[str], environment: dict[str, str]) -> LocalProcess:
         """Start `argv` with exactly `environment` (see host_environment) as process
         `name`, logging to the stack's directory; stopped with the stack."""
-        process = LocalProcess(name, argv, environment, self.workdir, self.workdir / f"{name}.log")
+        process = LocalProcess(self.runner, name, argv, environment, self.workdir)
         self.processes.append(process)
         return process
 

@@ -2,24 +2,31 @@
 
     make local                               # or: uv run python scripts/local.py
     uv run python scripts/local.py --print   # what it would start (secrets included)
+    uv run python scripts/local.py --server redis=127.0.0.1:6380   # a server elsewhere
 
 The commands and their environment come from compose.yaml, never from a copy here:
 through `docker compose config` where Docker Compose is installed, else read from the
-file with its ${VAR} settings taken from the shell and .env, as Compose takes them. Four
+file with its ${VAR} settings taken from the shell and .env, as Compose takes them. Five
 things differ from containers, because processes share one host:
 - the servers (the services without `build:`) are not started: Redis, RabbitMQ (with
   its management plugin, for Flower's queue lengths) and PostgreSQL must answer on
-  localhost, at their usual ports, with the settings in .env; URLs that name them by
-  service name are pointed at 127.0.0.1;
+  localhost, at their usual ports (or where --server says), with the settings in .env;
+  URLs that name them by service name are pointed there;
 - replicas differ by host name in Compose; here they get --hostname=<service><n>@%h;
 - a container's /tmp is its own: a setting that names a file there (a liveness file)
   names one of the process's own here, <name>.<file> in the working directory;
-- the one-shot services (`restart: "no"`, the app) run in the foreground, on this
-  terminal, once the others are started; the others log to .local/<name>.log and run
-  until Ctrl-C, which stops them as `docker compose down` does (SIGTERM, then SIGKILL).
+- the one-shot services (`restart: "no"`, the app) run on this terminal once the
+  others are started; the others log to .local/<name>.log and run
+  until Ctrl-C, which stops them as `docker compose down` does (SIGTERM, then SIGKILL);
+- where `docker compose watch` would copy an edited file into a service's containers and
+  restart them (compose.yaml's develop section, action sync+restart), the service's
+  processes restart instead, once the edits have settled; they import the package from
+  the project itself (uv installs it editable). A dependency change (action rebuild)
+  needs `make local` started again, which syncs the environment first (uv run).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +44,12 @@ PROJECT = Path(__file__).resolve().parent.parent
 LOGS = PROJECT / ".local"
 # As long as compose.yaml's longest stop_grace_period: running tasks may finish.
 STOP_SECONDS = 120
+# How often the watched files are looked at, and how long they must stay unchanged
+# before the processes restart: an editor's save, or a branch switch, is one restart.
+POLL_SECONDS = 1.0
+SETTLE_SECONDS = 0.5
+# What `docker compose watch` restarts a service's containers for.
+RESTARTING_ACTIONS = {"sync+restart", "restart"}
 # $$, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, $VAR
 INTERPOLATION = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?])([^}]*))?\}|(\w+))")
 
@@ -167,21 +181,34 @@ def health_check(service: dict) -> list[str] | None:
     return None
 
 
+def watched_paths(service: dict) -> list[str]:
+    """The files and folders whose edits restart the service under `docker compose watch`."""
+    rules = (service.get("develop") or {}).get("watch") or []
+    return sorted(
+        str((PROJECT / rule["path"]).resolve())
+        for rule in rules
+        if rule.get("action") in RESTARTING_ACTIONS
+    )
+
+
+def servers(model: dict) -> set[str]:
+    """The services this script does not start: those without `build:`."""
+    return {name for name, service in model["services"].items() if "build" not in service}
+
+
 def plan(model: dict, addresses: dict[str, str] | None = None) -> list[dict]:
     """The processes to start, by name, the one-shot ones last, each with its healthcheck's
     argv (None without one; this script does not run them, the template's tests do, in
-    the process's environment and working directory). The servers (services without
-    `build:`) are not among them: their URLs point at 127.0.0.1, or at the "host:port"
-    that `addresses` gives a server (the template's tests give each stack servers of
-    its own; "name:port" for a server's second port). `model` is as `docker compose
-    config` prints it: `$$` still escaped."""
-    services = model["services"]
-    servers = {name for name, service in services.items() if "build" not in service}
-    server_addresses: dict[str, str | None] = dict.fromkeys(servers)
+    the process's environment and working directory) and the paths whose edits restart
+    it (`watch`). The servers (services without `build:`) are not among them: their URLs
+    point at 127.0.0.1, or at the "host:port" that `addresses` gives a server (the
+    template's tests give each stack servers of its own; "name:port" for a server's
+    second port). `model` is as `docker compose config` prints it: `$$` still escaped."""
+    server_addresses: dict[str, str | None] = dict.fromkeys(servers(model))
     server_addresses.update(addresses or {})
     processes = []
-    for name, service in services.items():
-        if name in servers:
+    for name, service in model["services"].items():
+        if name in server_addresses:
             continue
         environment = {
             key: localize(unescape(value), server_addresses)
@@ -202,10 +229,56 @@ def plan(model: dict, addresses: dict[str, str] | None = None) -> list[dict]:
                         key: own_temp(value, process_name) for key, value in environment.items()
                     },
                     "healthcheck": health_check(service),
+                    "watch": watched_paths(service),
                     "one_shot": service.get("restart") == "no",
                 }
             )
     return sorted(processes, key=lambda process: (process["one_shot"], process["name"]))
+
+
+def start(
+    process: dict, directory: Path, environ: Mapping[str, str] = os.environ
+) -> subprocess.Popen:
+    """Start a planned process in `directory`, its output appended to <name>.log there
+    (kept across restarts), in a session of its own: Ctrl-C reaches this script, which
+    stops it in order."""
+    with (directory / f"{process['name']}.log").open("ab") as log:
+        return subprocess.Popen(
+            process["argv"],
+            env={**environ, **process["environment"]},
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def modification_times(paths: set[str]) -> dict[Path, int]:
+    """Each file's modification time under `paths`, Python's bytecode caches left out
+    (the processes write them)."""
+    times = {}
+    for top in map(Path, paths):
+        for path in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            # A file an editor has just renamed away is no longer there.
+            with contextlib.suppress(OSError):
+                if "__pycache__" not in path.parts and path.is_file():
+                    times[path] = path.stat().st_mtime_ns
+    return times
+
+
+def edited(paths: set[str], before: dict[Path, int]) -> tuple[dict[Path, int], set[Path]]:
+    """The files' times once they stop changing, and which files differ from `before`."""
+    now = modification_times(paths)
+    if now == before:
+        return now, set()
+    while True:
+        time.sleep(SETTLE_SECONDS)
+        settled, now = now, modification_times(paths)
+        if settled == now:
+            return now, {
+                path for path in now.keys() | before.keys() if now.get(path) != before.get(path)
+            }
 
 
 def stop(running: dict[str, subprocess.Popen]) -> None:
@@ -227,43 +300,82 @@ def interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(processes: list[dict]) -> int:
+def restart_on_edits(
+    processes: list[dict],
+    running: dict[str, subprocess.Popen],
+    times: dict[Path, int],
+    one_shot: dict[str, subprocess.Popen],
+) -> None:
+    """Until a process in `running` that is not one of `processes` ends: restart each of
+    `processes` whose watched paths hold edited files (`times`: the files' times at the
+    start), as `docker compose watch` restarts a container, SIGTERM first. One of them
+    that ends (an edit with a typo, say) waits for the next edit. Says when a `one_shot`
+    process exits."""
+    paths = {path for process in processes for path in process["watch"]}
+    names = {process["name"] for process in processes}
+    ended: set[str] = set()
+    while all(popen.poll() is None for name, popen in running.items() if name not in names):
+        for name in sorted(set(one_shot) - ended):
+            if one_shot[name].poll() is not None:
+                ended.add(name)
+                print(f"{name} exited with status {one_shot[name].returncode}", flush=True)
+        for name in sorted(names - ended):
+            if running[name].poll() is not None:
+                ended.add(name)
+                print(f"{name} ended, see .local/{name}.log; an edit starts it again", flush=True)
+        time.sleep(POLL_SECONDS)
+        times, changed = edited(paths, times)
+        restarting = [
+            process
+            for process in processes
+            if any(path.is_relative_to(top) for path in changed for top in process["watch"])
+        ]
+        if not restarting:
+            continue
+        files = sorted(os.path.relpath(path, PROJECT) for path in changed)
+        print(f"edited {', '.join(files)}: restarting", flush=True)
+        stop({process["name"]: running[process["name"]] for process in restarting})
+        for process in restarting:
+            running[process["name"]] = start(process, LOGS)
+            ended.discard(process["name"])
+            print(f"restarted {process['name']}", flush=True)
+
+
+def run(processes: list[dict], reload: bool = True) -> int:
     # Ctrl-C, and SIGTERM (a `kill`, a stopping CI job), stop the services in order.
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     LOGS.mkdir(exist_ok=True)
+    reloading = [p for p in processes if reload and p["watch"] and not p["one_shot"]]
+    # Taken before anything starts: an edit made while the app runs counts too.
+    times = modification_times({path for process in reloading for path in process["watch"]})
     running: dict[str, subprocess.Popen] = {}
+    one_shot: dict[str, subprocess.Popen] = {}
     status = 130  # as for Ctrl-C, unless a one-shot service ends by itself
     try:
         for process in processes:
-            env = {**os.environ, **process["environment"]}
             if process["one_shot"]:
+                # On this terminal, while edits restart the others; stopped as they are.
                 print(f"running {process['name']}: {' '.join(process['argv'])}", flush=True)
-                status = subprocess.run(process["argv"], env=env, cwd=LOGS, check=False).returncode
-                print(f"{process['name']} exited with status {status}", flush=True)
-                continue
-            log_path = LOGS / f"{process['name']}.log"
-            with log_path.open("ab") as log:
-                # A session of its own: Ctrl-C reaches this script, which stops it in order.
-                running[process["name"]] = subprocess.Popen(
-                    process["argv"],
-                    env=env,
-                    cwd=LOGS,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                env = {**os.environ, **process["environment"]}
+                one_shot[process["name"]] = subprocess.Popen(
+                    process["argv"], env=env, cwd=LOGS, start_new_session=True
                 )
-            print(f"started {process['name']}, logging to {log_path.relative_to(PROJECT)}")
+                continue
+            running[process["name"]] = start(process, LOGS)
+            print(f"started {process['name']}, logging to .local/{process['name']}.log")
         print(f"{', '.join(running)} keep running; Ctrl-C stops them", flush=True)
-        while all(popen.poll() is None for popen in running.values()):
-            time.sleep(1)
+        if reloading:
+            print(f"an edit to the code restarts {', '.join(p['name'] for p in reloading)}")
+        restart_on_edits(reloading, running, times, one_shot)
         ended = [name for name, popen in running.items() if popen.poll() is not None]
         print(f"error: {', '.join(ended)} ended; see .local/*.log", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
-        pass
+        exits = [popen.returncode for popen in one_shot.values() if popen.poll() is not None]
+        status = exits[0] if exits else status
     finally:
+        stop({name: popen for name, popen in one_shot.items() if popen.poll() is None})
         stop(running)
     return status
 
@@ -279,18 +391,39 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the processes as JSON (service, name, argv, environment) and start none",
     )
+    parser.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="where a server of compose.yaml answers, if not at 127.0.0.1 and its usual port",
+    )
+    parser.add_argument(
+        "--no-reload",
+        dest="reload",
+        action="store_false",
+        help="do not restart the processes when their code is edited",
+    )
     args = parser.parse_args(argv)
+    addresses = {name: address for name, _, address in (s.partition("=") for s in args.server)}
     try:
         model, source = compose_model()
     except ComposeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    processes = plan(model)
+    if unknown := sorted(set(addresses) - servers(model)):
+        known = ", ".join(sorted(servers(model)))
+        print(f"error: --server {unknown[0]}: the servers are {known}", file=sys.stderr)
+        return 2
+    processes = plan(model, addresses)
     if args.print:
         print(json.dumps({"source": source, "processes": processes}, indent=2))
         return 0
-    print(f"commands from {source}; servers expected on 127.0.0.1", flush=True)
-    return run(processes)
+    where = ", ".join(
+        f"{name} on {addresses.get(name, '127.0.0.1')}" for name in sorted(servers(model))
+    )
+    print(f"commands from {source}; servers expected: {where}", flush=True)
+    return run(processes, args.reload)
 
 
 if __name__ == "__main__":

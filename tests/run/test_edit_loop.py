@@ -1,0 +1,96 @@
+"""Run tier: `make local`'s edit loop. The rendered scripts/local.py itself runs (its
+watching included), and an edit to a task's code reaches the running workers."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.localstack import RESULT_TIMEOUT, STARTUP_SECONDS, LocalStack, free_port, make_venv
+from harness.waiting import eventually
+
+pytestmark = pytest.mark.run
+
+ORIGINAL = "    return x + y\n"
+EDITED = "    return x + y + 1000\n"
+# Flower's port in its container, fixed in compose.yaml; as local processes, stacks that
+# run side by side on this machine need one each (the harness gives its own Flower
+# processes theirs through FLOWER_PORT too).
+FLOWER_LISTENS = 'FLOWER_PORT: "5555"'
+
+
+def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path]:
+    """A copy of the stack's project with a virtual environment of its own, which installs
+    the copy editable as `make local` has it: an edit here leaves the shared stack alone.
+    Its Flower, if any, listens on a free port."""
+    project = directory / stack.project.name
+    ignore = shutil.ignore_patterns(".local", "__pycache__", ".venv")
+    shutil.copytree(stack.project, project, ignore=ignore)
+    compose = project / "compose.yaml"
+    text = compose.read_text(encoding="utf-8")
+    assert text.count(FLOWER_LISTENS) == stack.variant["use_flower"], "Flower's port moved"
+    own_port = f'FLOWER_PORT: "{free_port()}"'
+    compose.write_text(text.replace(FLOWER_LISTENS, own_port), encoding="utf-8")
+    venv = make_venv(project, stack.variant["python_version"], directory / "venv")
+    return project, venv
+
+
+def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
+    """With scripts/local.py running the stack (reload on, as `make local` runs), editing
+    add's code restarts the workers, which then return the edited result; local.py says
+    which file it saw edited. An edit that breaks the code ends the workers, not the run:
+    the next edit starts them again."""
+    project, venv = own_project(stack, tmp_path)
+    workdir = tmp_path / "stack"
+    workdir.mkdir()
+    with LocalStack(project, venv, workdir, stack.variant) as own:
+        servers = [f"--server={name}={host}:{port}" for name, (host, port) in own.addresses.items()]
+        local = own.launch(
+            "make-local",
+            [str(venv / "bin" / "python"), str(project / "scripts" / "local.py"), *servers],
+            # The stack's names for vhost, user and database, as a shell setting overrides .env.
+            {**own.host_environment(), **own.isolation},
+        )
+        add = own.task("add")
+
+        def adds_to(expected: int):
+            def check() -> bool:
+                result = own.celery.send_task(add, (2, 3))
+                return result.get(timeout=RESULT_TIMEOUT) == expected
+
+            return check
+
+        eventually(
+            adds_to(5), STARTUP_SECONDS, "workers started by local.py adding", watching=[local]
+        )
+        workers = [process["name"] for process in own.planned("worker")]
+        tasks = project / project.name / "tasks.py"
+        code = tasks.read_text(encoding="utf-8")
+        assert code.count(ORIGINAL) == 1, "add's return line has changed: update this test"
+        # A typo first: the workers end, and wait for the next edit rather than end the run.
+        tasks.write_text(code.replace(ORIGINAL, "    return x +\n"), encoding="utf-8")
+        eventually(
+            lambda: all(
+                f"{name} ended" in local.log_path.read_text(encoding="utf-8") for name in workers
+            ),
+            STARTUP_SECONDS,
+            "the workers ending on the typo",
+            watching=[local],
+        )
+        tasks.write_text(code.replace(ORIGINAL, EDITED), encoding="utf-8")
+        eventually(
+            adds_to(1005),
+            STARTUP_SECONDS,
+            "restarted workers running the edited add",
+            watching=[local],
+        )
+        edited = f"edited {Path(project.name, 'tasks.py')}: restarting"
+        log = local.log_path.read_text(encoding="utf-8")
+        assert edited in log, local.log_tail()
+        # The workers, and Beat where chosen: what compose.yaml's develop section restarts.
+        restarting = [p["name"] for p in own.plan if p["watch"] and not p["one_shot"]]
+        assert set(workers) <= set(restarting)
+        for name in restarting:
+            assert f"restarted {name}\n" in log, local.log_tail()
+        # Ctrl-C's way out: local.py stops what it started before the stack goes.
+        assert local.stop(grace_seconds=60), f"local.py did not stop\n{local.log_tail()}"
