@@ -165,6 +165,24 @@ def test_app_runs_the_sample_tasks_on_the_workers(stack, engine, record_property
     )
 
 
+def test_the_running_worker_imports_the_code_compose_watch_syncs(stack):
+    """`docker compose watch` copies an edit to the worker's develop.watch sync target;
+    the worker must import its package from there, not from the image's installed copy,
+    or the edit would change nothing. Asked of a running worker container, in its own
+    working directory, as `celery --app` imports it."""
+    slug = stack.project.name
+    [sync] = [
+        rule
+        for rule in stack.services["worker"]["develop"]["watch"]
+        if rule["action"] == "sync+restart"
+    ]
+    code = f"import {slug}, os; print('PACKAGE', os.path.dirname({slug}.__file__))"
+    result = stack.compose("exec", "-T", "worker", "python", "-c", code, check=False)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("PACKAGE ")]
+    assert line.removeprefix("PACKAGE ") == sync["target"], result.stdout
+
+
 def test_a_healthcheck_that_never_passes_fails_up_wait(engine, bake, tmp_path):
     """The harness's healthcheck runs do not let a failing check pass: `up --wait` fails,
     naming the service. (A compose file of the test's own, not a rendered one, on the
