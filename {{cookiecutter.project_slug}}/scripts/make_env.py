@@ -47,8 +47,9 @@ def env_text(example: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    example = PROJECT / (sys.argv[1] if len(sys.argv) > 1 else ".env.example")
+def main(args: list[str]) -> int:
+    """Write the settings file for the example named in args (.env.example if none)."""
+    example = PROJECT / (args[0] if args else ".env.example")
     env_file = example.with_name(example.name.removesuffix(".example"))
     if env_file == example:
         print(f"error: {example} does not end in .example", file=sys.stderr)
@@ -66,4 +67,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
