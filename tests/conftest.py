@@ -6,6 +6,7 @@ import pytest
 import yaml
 from cookiecutter.main import cookiecutter
 
+from harness.baking import reuse_compiled_templates
 from harness.localstack import run_prefix, shared_server_inventory
 from harness.variants import TEMPLATE_DIR, variant_id
 
@@ -23,6 +24,7 @@ def pytest_configure(config):
     config.option.template = str(TEMPLATE_DIR)
     # Before xdist starts its workers, which inherit it: one prefix for the whole run.
     run_prefix()
+    reuse_compiled_templates()
 
 
 @pytest.fixture(scope="session")
@@ -115,34 +117,35 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for _, item in sorted(enumerate(items), key=position)]
 
 
-INVENTORY_BEFORE = pytest.StashKey[dict | None]()
+# The run-tier tests that reported in this process: in the xdist controller, every
+# worker's, with their markers.
+RUN_TIER_REPORTS: set[str] = set()
 
 
-def pytest_sessionstart(session):
-    # In the xdist controller (or a run without xdist), before any stack exists.
-    if not hasattr(session.config, "workerinput"):
-        session.config.stash[INVENTORY_BEFORE] = shared_server_inventory()
+def pytest_runtest_logreport(report):
+    if "run" in report.keywords:
+        RUN_TIER_REPORTS.add(report.nodeid)
 
 
 def pytest_sessionfinish(session):
-    """After the whole run, the shared servers hold what they held before it."""
-    before = session.config.stash.get(INVENTORY_BEFORE, None)
-    if before is None:
-        return
-    after = shared_server_inventory()
-    if after is None:
+    """After a run that started stacks, the shared servers keep nothing this run made:
+    every vhost, user, role and database a stack makes starts with the run's own prefix,
+    which no earlier run had, so whatever carries it now is a leftover."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the other workers' stacks may still be up
+    if not RUN_TIER_REPORTS:
+        return  # the static tier alone makes nothing there, and may run with no servers
+    inventory = shared_server_inventory()
+    if inventory is None:
         session.config.get_terminal_writer().line(
             "ERROR: RabbitMQ or PostgreSQL stopped answering during the run", red=True
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    # Only what this run made: another run may be using the same servers meanwhile.
     prefix = run_prefix()
     leftovers = {
-        kind: sorted(
-            name for name in set(after[kind]) - set(before[kind]) if name.startswith(prefix)
-        )
-        for kind in before
+        kind: sorted(name for name in names if name.startswith(prefix))
+        for kind, names in inventory.items()
     }
     leftovers = {kind: names for kind, names in leftovers.items() if names}
     if leftovers:
