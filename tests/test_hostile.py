@@ -144,14 +144,22 @@ def assert_project_parses(project: Path) -> None:
         if path.suffix == ".toml":
             tomllib.loads(read_exactly(path))
         elif path.suffix in (".yaml", ".yml"):
-            yaml.safe_load(read_exactly(path))
+            # Every document (Kubernetes files hold several), by libyaml: the same YAML
+            # as yaml.safe_load's, several times faster.
+            list(yaml.load_all(read_exactly(path), Loader=yaml.CSafeLoader))
         elif path.suffix == ".py":
             compile(read_exactly(path), str(path), "exec")
 
 
-def assert_rendered_verbatim(output_dir: Path, field: str, value: str) -> None:
+def assert_rendered_verbatim(output_dir: Path, fields: list[str], value: str) -> None:
+    """The project parses, and each of these fields holds value as written."""
     [project] = output_dir.iterdir()
     assert_project_parses(project)
+    for field in fields:
+        assert_field_verbatim(project, field, value)
+
+
+def assert_field_verbatim(project: Path, field: str, value: str) -> None:
     pyproject = tomllib.loads(read_exactly(project / "pyproject.toml"))["project"]
     readme = read_exactly(project / "README.md")
     if field == "project_name":
@@ -180,8 +188,7 @@ def test_printable_hostile_text_renders_verbatim_in_every_field(bake_answers, va
         project_name=value, project_slug=SLUG, description=value, author_name=value
     )
     assert error is None, repr(error)
-    for field in FREE_TEXT_FIELDS:
-        assert_rendered_verbatim(output_dir, field, value)
+    assert_rendered_verbatim(output_dir, FREE_TEXT_FIELDS, value)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +207,7 @@ def test_blank_or_control_text_renders_or_is_refused_by_field(bake_answers, fiel
     output_dir, error = bake_free_text(bake_answers, field, value)
     if renders:
         assert error is None, repr(error)
-        assert_rendered_verbatim(output_dir, field, value)
+        assert_rendered_verbatim(output_dir, [field], value)
     else:
         assert_refused(output_dir, error, field, value)
 
@@ -222,7 +229,7 @@ def test_any_text_renders_verbatim_or_is_refused(bake_answers, field, value):
     # --hypothesis-show-statistics tells how many examples rendered.
     event("rendered" if error is None else "refused")
     if error is None:
-        assert_rendered_verbatim(output_dir, field, value)
+        assert_rendered_verbatim(output_dir, [field], value)
     else:
         assert not (value.isprintable() and value.strip()), repr(error)
         assert_refused(output_dir, error, field, value)
