@@ -61,17 +61,20 @@ def bake_with_both(tmp_path: Path, oldest: Path, **answers) -> dict[str, tuple]:
 @pytest.mark.parametrize(
     "variant", covering_variants() + deployment_variants("use_kubernetes"), ids=variant_id
 )
-def test_oldest_cookiecutter_renders_what_the_newest_does(oldest_cookiecutter, tmp_path, variant):
-    """Every file of the project, its name and its bytes, is the same with both."""
+def test_oldest_cookiecutter_renders_what_the_newest_does(
+    oldest_cookiecutter, bake_answers, tmp_path, variant
+):
+    """Every file of the project, its name and its bytes, is the same with both: the
+    oldest's command line given the answers as text, the newest's cookiecutter() given
+    them as Python values."""
     answers = {k: str(v).lower() if isinstance(v, bool) else v for k, v in variant.items()}
-    projects = []
-    for name, (output_dir, result) in bake_with_both(
-        tmp_path, oldest_cookiecutter, **answers
-    ).items():
-        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
-        [project] = output_dir.iterdir()
-        projects.append(files(project))
-    newest, oldest = projects
+    result = bake_cli(tmp_path, command=oldest_cookiecutter, **answers)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output_dir, error = bake_answers(**variant)
+    assert error is None, repr(error)
+    [oldest_project], [newest_project] = tmp_path.iterdir(), output_dir.iterdir()
+    assert oldest_project.name == newest_project.name
+    oldest, newest = files(oldest_project), files(newest_project)
     assert sorted(oldest) == sorted(newest)
     assert [path for path in newest if oldest[path] != newest[path]] == []
 
