@@ -275,13 +275,10 @@ def shell_words(argv: list[str]) -> str:
     return " ".join(words)
 
 
-def podman_overlay(project: Path, dev: list[dict], directory: Path, prefix: str, image: str) -> str:
-    """A kustomization over the project's dev overlay with only what podman 4.3 needs to
-    play it, each change commented with why (`dev` is the dev overlay's build)."""
-    (secret,) = manifests.find(dev, "Secret")
-    name_of_secret = secret["metadata"]["name"].rsplit("-", 1)[0]  # without kustomize's hash
-    # Services are ignored: a server is reached by the name of its pod.
-    pod_names = {}
+def pods_by_service(dev: list[dict], prefix: str) -> dict[str, str]:
+    """{Service name: the pod podman plays for the Deployment it selects}: podman ignores
+    Services, and a server is reached by the name of its pod."""
+    pods = {}
     for service in manifests.find(dev, "Service"):
         (deployment,) = [
             workload["metadata"]["name"]
@@ -290,83 +287,100 @@ def podman_overlay(project: Path, dev: list[dict], directory: Path, prefix: str,
                 {"matchLabels": service["spec"]["selector"]}, template["metadata"]["labels"]
             )
         ]
-        pod_names[service["metadata"]["name"]] = f"{prefix}{deployment}-pod-0"
+        pods[service["metadata"]["name"]] = f"{prefix}{deployment}-pod-0"
+    return pods
+
+
+def repointed_secret_data(secret: dict, pods: dict[str, str]) -> dict[str, str]:
+    """The Secret's values that name a Service as a host (in a URL or as host:port),
+    naming its pod instead."""
     repointed = {}
     for key, value in manifests.secret_data(secret).items():
         new = value
-        for service, pod in pod_names.items():
+        for service, pod in pods.items():
             new = re.sub(
                 rf"(?<=[@/]){re.escape(service)}(?=:)|^{re.escape(service)}(?=:)", pod, new
             )
         if new != value:
             repointed[key] = new
-    patches = []
-    for workload, template in manifests.pod_specs(dev):
-        operations = []
-        spec = template["spec"]
-        # An emptyDir is a podman named volume called by the volume's name, shared with
-        # any other pod's volume of that name (two servers' `data`, another project's
-        # `tmp`): a name of this workload's own. (The Job's too: podman makes its
-        # volumes, though it never runs the Job.)
-        renamed = {}
-        for index, volume in enumerate(spec.get("volumes", [])):
-            if "emptyDir" in volume:
-                renamed[volume["name"]] = f"{prefix}{workload['metadata']['name']}-{volume['name']}"
-                operations.append(
-                    {
-                        "op": "replace",
-                        "path": f"/spec/template/spec/volumes/{index}/name",
-                        "value": renamed[volume["name"]],
-                    }
-                )
-        for c_index, container in enumerate(spec["containers"]):
-            path = f"/spec/template/spec/containers/{c_index}"
-            for m_index, mount in enumerate(container.get("volumeMounts", [])):
-                if mount["name"] in renamed:
-                    operations.append(
-                        {
-                            "op": "replace",
-                            "path": f"{path}/volumeMounts/{m_index}/name",
-                            "value": renamed[mount["name"]],
-                        }
-                    )
-            for p_index, _ in enumerate(container.get("ports", [])):
-                # A containerPort is published on the host at its own number (6379 is
-                # the host's Redis): a free port of 127.0.0.1 instead.
-                operations += [
-                    {"op": "add", "path": f"{path}/ports/{p_index}/hostPort", "value": free_port()},
-                    {"op": "add", "path": f"{path}/ports/{p_index}/hostIP", "value": "127.0.0.1"},
-                ]
-            argv = container.get("command", []) + container.get("args", [])
-            if any(re.search(r"\$\(\w+\)", part) for part in argv):
-                # podman does not expand $(VAR) in a command: Redis's password would be
-                # the text "$(REDIS_PASSWORD)". A shell expands the same variables.
-                script = "exec " + shell_words(argv)
-                operations.append(
-                    {"op": "replace", "path": f"{path}/command", "value": ["sh", "-c", script]}
-                )
-                if "args" in container:
-                    operations.append({"op": "remove", "path": f"{path}/args"})
-            command = container.get("livenessProbe", {}).get("exec", {}).get("command", [])
-            if command[:2] == ["sh", "-c"] and len(command) == 3:
-                # podman joins an exec probe's command with spaces and runs it with
-                # `sh -c` (containers/podman#16794): given the script alone, that shell
-                # runs it as the kubelet's `sh -c SCRIPT` would.
-                operations.append(
-                    {
-                        "op": "replace",
-                        "path": f"{path}/livenessProbe/exec/command",
-                        "value": [command[2]],
-                    }
-                )
-        if operations:
-            name = workload["metadata"]["name"]
-            patches.append(
+    return repointed
+
+
+def own_volume_names(workload: dict, spec: dict, prefix: str) -> tuple[dict, list[dict]]:
+    """({emptyDir's name: a name of this workload's own}, the JSON patch operations).
+    An emptyDir is a podman named volume called by the volume's name, shared with any
+    other pod's volume of that name (two servers' `data`, another project's `tmp`). (The
+    Job's too: podman makes its volumes, though it never runs the Job.)"""
+    renamed, operations = {}, []
+    for index, volume in enumerate(spec.get("volumes", [])):
+        if "emptyDir" in volume:
+            renamed[volume["name"]] = f"{prefix}{workload['metadata']['name']}-{volume['name']}"
+            operations.append(
                 {
-                    "target": {"kind": workload["kind"], "name": name},
-                    "patch": json.dumps(operations),
+                    "op": "replace",
+                    "path": f"/spec/template/spec/volumes/{index}/name",
+                    "value": renamed[volume["name"]],
                 }
             )
+    return renamed, operations
+
+
+def container_operations(path: str, container: dict, renamed: dict[str, str]) -> list[dict]:
+    """The JSON patch operations that make one container play on podman 4.3."""
+    operations = [
+        {"op": "replace", "path": f"{path}/volumeMounts/{index}/name", "value": renamed[name]}
+        for index, mount in enumerate(container.get("volumeMounts", []))
+        if (name := mount["name"]) in renamed
+    ]
+    for index, _ in enumerate(container.get("ports", [])):
+        # A containerPort is published on the host at its own number (6379 is the
+        # host's Redis): a free port of 127.0.0.1 instead.
+        operations += [
+            {"op": "add", "path": f"{path}/ports/{index}/hostPort", "value": free_port()},
+            {"op": "add", "path": f"{path}/ports/{index}/hostIP", "value": "127.0.0.1"},
+        ]
+    argv = container.get("command", []) + container.get("args", [])
+    if any(re.search(r"\$\(\w+\)", part) for part in argv):
+        # podman does not expand $(VAR) in a command: Redis's password would be the
+        # text "$(REDIS_PASSWORD)". A shell expands the same variables.
+        script = "exec " + shell_words(argv)
+        operations.append(
+            {"op": "replace", "path": f"{path}/command", "value": ["sh", "-c", script]}
+        )
+        if "args" in container:
+            operations.append({"op": "remove", "path": f"{path}/args"})
+    command = container.get("livenessProbe", {}).get("exec", {}).get("command", [])
+    if command[:2] == ["sh", "-c"] and len(command) == 3:
+        # podman joins an exec probe's command with spaces and runs it with `sh -c`
+        # (containers/podman#16794): given the script alone, that shell runs it as the
+        # kubelet's `sh -c SCRIPT` would.
+        operations.append(
+            {"op": "replace", "path": f"{path}/livenessProbe/exec/command", "value": [command[2]]}
+        )
+    return operations
+
+
+def workload_patches(dev: list[dict], prefix: str) -> list[dict]:
+    """A kustomize patch per workload that podman 4.3 would play wrong."""
+    patches = []
+    for workload, template in manifests.pod_specs(dev):
+        spec = template["spec"]
+        renamed, operations = own_volume_names(workload, spec, prefix)
+        for index, container in enumerate(spec["containers"]):
+            path = f"/spec/template/spec/containers/{index}"
+            operations += container_operations(path, container, renamed)
+        if operations:
+            target = {"kind": workload["kind"], "name": workload["metadata"]["name"]}
+            patches.append({"target": target, "patch": json.dumps(operations)})
+    return patches
+
+
+def podman_overlay(project: Path, dev: list[dict], directory: Path, prefix: str, image: str) -> str:
+    """A kustomization over the project's dev overlay with only what podman 4.3 needs to
+    play it, each change commented with why (`dev` is the dev overlay's build)."""
+    (secret,) = manifests.find(dev, "Secret")
+    name_of_secret = secret["metadata"]["name"].rsplit("-", 1)[0]  # without kustomize's hash
+    repointed = repointed_secret_data(secret, pods_by_service(dev, prefix))
     image_name = manifests.workload_container(dev, "Deployment", "worker")["image"]
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -391,7 +405,7 @@ def podman_overlay(project: Path, dev: list[dict], directory: Path, prefix: str,
                 "literals": [f"{key}={value}" for key, value in sorted(repointed.items())],
             }
         ],
-        "patches": patches,
+        "patches": workload_patches(dev, prefix),
     }
     return textwrap.dedent(
         """\
