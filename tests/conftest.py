@@ -78,11 +78,14 @@ def bake_answers(tmp_path_factory):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed run-tier test shows the tail of every process log of its stack."""
+    """A failed test of a running stack (the run and container tiers' `stack`, the kube
+    play tests' `played`) shows what its processes or containers last logged."""
     report = yield
-    stack = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
-    if report.failed and stack is not None:
-        report.sections.append(("process logs", stack.logs()))
+    if report.failed and hasattr(item, "funcargs"):
+        for name in ("stack", "played"):
+            running = item.funcargs.get(name)
+            if running is not None:
+                report.sections.append((f"{name}: last logs", running.logs()))
     return report
 
 

@@ -146,7 +146,7 @@ class KubePlay:
     def container(self, deployment: str, name: str) -> str:
         return f"{self.pod(deployment)}-{name}"
 
-    def report(self) -> str:
+    def logs(self) -> str:
         """Each container of the play: its state, restarts and health, and its last logs."""
         lines = []
         listed = podman(
@@ -456,7 +456,7 @@ def played(request, engine, bake, tmp_path_factory):
                     interval=2,
                 )
         except AssertionError as error:
-            raise AssertionError(f"{error}\n{stack.report()}") from None
+            raise AssertionError(f"{error}\n{stack.logs()}") from None
         stack.figure = (
             f"{variant_id(variant)}: image built in {built:.0f} s, worker live "
             f"{time.monotonic() - started - built:.0f} s after kube play began"
@@ -496,7 +496,7 @@ def test_worker_pod_runs_the_app_jobs_tasks(played, record_property):
         "--env-file", str(env_file), app["image"], *argv, timeout=APP_SECONDS, check=False,
     )  # fmt: skip
     assert result.returncode == 0, (
-        f"app exited {result.returncode}\n{result.stdout}\n{result.stderr}\n{played.report()}"
+        f"app exited {result.returncode}\n{result.stdout}\n{result.stderr}\n{played.logs()}"
     )
     results = result.stdout.partition("results:")[2]
     slug = played.project.name
