@@ -73,7 +73,7 @@ def _set_up_result_backend(sender: Any, **_: Any) -> None:
     """Set up the result backend in the worker's main process, before the pool forks."""
     # Set up later, each pool process would do it on its first task: import the backend's
     # client library (about 80 modules of redis-py for a Redis backend on RabbitMQ: 0.17 s
-    # of CPU per pool process, 5% of a worker's CPU per `add` over a group of 3,000;
+    # of CPU per pool process, about 6% of a worker's CPU per `add` over a group of 3,000;
     # BENCHMARKS.md), and again in each process that replaces one. Forked after this, they
     # have it already. Celery's start-up banner sets it up as a side effect; --quiet, which
     # keeps the worker's logs JSON-only, leaves that out.
