@@ -1,7 +1,9 @@
 """Run tier: the sample tasks on the variant's workers, sent by name from a plain Celery
 client; bad input; the workers' JSON logs; the broker's credentials."""
 
+import socket
 import time
+from pathlib import Path
 
 import kombu
 import psycopg
@@ -9,7 +11,8 @@ import pytest
 import redis
 
 from harness.jsonlogs import assert_json_lines
-from harness.localstack import POSTGRES_ADMIN, RESULT_TIMEOUT
+from harness.localstack import POSTGRES_ADMIN, RESULT_TIMEOUT, STARTUP_SECONDS
+from harness.waiting import eventually
 
 pytestmark = pytest.mark.run
 
@@ -122,6 +125,39 @@ def test_pool_processes_keep_their_postgresql_connections(stack):
         ).fetchone()[0]
     # This test's client polls through a connection of its own each time, closed after.
     assert 1 <= open_connections <= stack.pool_slots(), open_connections
+
+
+# A compiled part of each result backend's client library, loaded when it is imported.
+BACKEND_LIBRARY = {"redis": "hiredis", "postgresql": "sqlalchemy"}
+
+
+def test_pool_processes_start_with_the_result_backend_loaded(stack):
+    """A new worker's pool processes have the result backend's client library loaded
+    before they run a task (the main process set the backend up before forking them), so
+    none imports it on its first task (on RabbitMQ with a Redis backend, 0.17 s of CPU per
+    pool process)."""
+    library = f"/site-packages/{BACKEND_LIBRARY[stack.variant['result_backend']]}/"
+    node = f"unused-pool@{socket.gethostname()}"
+    # On a queue of its own: it must run no task, not even another test's.
+    worker = stack.start(
+        "worker",
+        "worker-unused-pool",
+        f"--hostname={node}",
+        "--queues=unused-pool",
+        CELERY_WORKER_LIVENESS_FILE="unused-pool.alive",
+    )
+    try:
+        inspect = stack.celery.control.inspect(destination=[node], timeout=5)
+        stats = eventually(
+            lambda: (inspect.stats() or {}).get(node), STARTUP_SECONDS, f"{node} answering stats"
+        )
+        pids = stats["pool"]["processes"]
+        assert pids, stats["pool"]
+        for pid in pids:
+            mapped = Path(f"/proc/{pid}/maps").read_text()
+            assert library in mapped, f"pool process {pid} has not loaded {library}"
+    finally:
+        assert worker.stop(), worker.log_tail()
 
 
 def test_worker_logs_are_json_lines_naming_the_task(stack):

@@ -4,9 +4,7 @@ from typing import Any
 
 from celery import Celery
 from celery import Task as CeleryTask
-{%- if cookiecutter.result_backend == "postgresql" %}
 from celery.signals import worker_init
-{%- endif %}
 
 # Imported for its signal handlers: JSON or text log lines, by LOG_FORMAT (logs.py).
 from . import logs  # noqa: F401
@@ -67,10 +65,19 @@ def _pool_result_connections(sender: Any, **_: Any) -> None:
     # the thread that loads them (Celery gives each thread a backend of its own)...
     sender.backend.session_manager.forked = True
 
+{%- endif %}
+
 
 @worker_init.connect
 def _set_up_result_backend(sender: Any, **_: Any) -> None:
     """Set up the result backend in the worker's main process, before the pool forks."""
+    # Set up later, each pool process would do it on its first task: import the backend's
+    # client library (about 80 modules of redis-py for a Redis backend on RabbitMQ: 0.17 s
+    # of CPU per pool process, about 6% of a worker's CPU per `add` over a group of 3,000;
+    # BENCHMARKS.md), and again in each process that replaces one. Forked after this, they
+    # have it already. Celery's start-up banner sets it up as a side effect; --quiet, which
+    # keeps the worker's logs JSON-only, leaves that out.
+{%- if cookiecutter.result_backend == "postgresql" %}
     backend = sender.app.backend
     # ... except the worker's main process, which forks the pool processes at any time
     # (a replaced one, too): a pooled connection it held would be shared with them. It
@@ -78,6 +85,7 @@ def _set_up_result_backend(sender: Any, **_: Any) -> None:
     backend.session_manager.forked = False
     # A pool process pools only if the backend was set up before it was forked; set up
     # after, it opens and closes a new PostgreSQL connection for every result: 4x the
-    # worker's CPU time per `add` (BENCHMARKS.md). The start-up banner used to set it
-    # up; --quiet leaves that out. (Loading the settings now sets it up, too.)
+    # worker's CPU time per `add` (BENCHMARKS.md). (Loading the settings sets it up, too.)
+{%- else %}
+    _ = sender.app.backend  # reading the property sets it up
 {%- endif %}
