@@ -6,6 +6,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from harness.localstack import (
     make_venv,
     processes_with,
 )
+from harness.variants import TEMPLATE_DIR
 from harness.waiting import eventually
 
 pytestmark = pytest.mark.run
@@ -170,3 +173,74 @@ def test_a_killed_local_py_leaves_no_process_of_its_stack(stack, tmp_path):
             for pid in processes_with(STACK_MARKER, marker):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+# local.py's run() on one `sleep` that edits to pkg/ restart, its start() wrapped to send
+# local.py a SIGTERM as soon as a restart has started the new process: the moment between
+# starting a process and recording it. The template copies local.py unrendered, so the
+# template's own file runs.
+SIGTERM_AMID_RESTART = """
+import importlib.util, os, signal, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("local", sys.argv[1])
+local = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(local)
+local.PROJECT = local.LOGS = Path.cwd()
+local.POLL_SECONDS = local.SETTLE_SECONDS = 0.05
+started = []
+real_start = local.start
+def start(process, directory, environ=os.environ):
+    started.append(real_start(process, directory, environ))
+    if len(started) > 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return started[-1]
+local.start = start
+plan = [{"service": "sleeper", "name": "sleeper", "argv": ["sleep", "600"],
+         "environment": {sys.argv[2]: sys.argv[3]}, "healthcheck": None,
+         "watch": [str(Path.cwd() / "pkg")], "one_shot": False}]
+sys.exit(local.run(plan))
+"""
+
+
+def test_a_sigterm_amid_a_restart_stops_the_restarted_process(tmp_path):
+    """SIGTERM to local.py just as a restart has started a process, before local.py has
+    recorded it: local.py still stops that process, and ends."""
+    (tmp_path / "pkg").mkdir()
+    code = tmp_path / "pkg" / "code.py"
+    code.write_text("x = 1\n", encoding="utf-8")
+    marker = uuid.uuid4().hex
+    local_py = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "scripts" / "local.py"
+    log = tmp_path / "local.log"
+    with log.open("wb") as output:
+        local = subprocess.Popen(
+            [sys.executable, "-c", SIGTERM_AMID_RESTART, str(local_py), STACK_MARKER, marker],
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        eventually(
+            lambda: "keep running" in log.read_text(encoding="utf-8"),
+            STARTUP_SECONDS,
+            "local.py starting the sleeper",
+        )
+        code.write_text("x = 2\n", encoding="utf-8")
+        try:
+            local.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"local.py still running 60 s after SIGTERM\n{log.read_text()}"
+            ) from None
+        eventually(
+            lambda: not processes_with(STACK_MARKER, marker),
+            10,
+            "the restarted sleeper stopped with local.py",
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(local.pid, signal.SIGKILL)
+        local.wait()
+        for pid in processes_with(STACK_MARKER, marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
