@@ -109,6 +109,42 @@ def local_runner(project: Path) -> ModuleType:
     return module
 
 
+def process_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command: state (R, S, T stopped, Z ended),
+    parent, process group, session, ...; none if the process is gone."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return []
+
+
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """Every process below `pid` in the process tree now, as (pid, process group)."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := process_stat(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append((int(entry.name), int(fields[2])))
+    found, parents = [], [pid]
+    while parents:
+        for child, group in children.get(parents.pop(), []):
+            found.append((child, group))
+            parents.append(child)
+    return found
+
+
+def processes_with(variable: str, value: str) -> list[int]:
+    """The live processes whose environment sets `variable` to `value`: a process passes
+    its environment on to what it starts, so a variable set for one names all it starts,
+    in whatever session or process group, orphaned or not."""
+    wanted = f"{variable}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        # A zombie's environment reads empty; one that ended meanwhile is gone.
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
 class LocalProcess:
     """A process in its own process group, logging to <name>.log in its directory: started
     by the project's scripts/local.py (`runner`), as `make local` starts one."""
@@ -126,8 +162,8 @@ class LocalProcess:
 
     def stop(self, grace_seconds: float = 30) -> bool:
         """Stop as `docker stop` does: SIGTERM to the main process (a warm shutdown for
-        Celery), then SIGKILL to everything left in its process group. True if the
-        process ended by itself within the grace period."""
+        Celery), then SIGKILL to everything left (kill). True if the process ended by
+        itself within the grace period."""
         with contextlib.suppress(ProcessLookupError):
             self.popen.send_signal(signal.SIGTERM)
         ended_by_itself = True
@@ -139,10 +175,30 @@ class LocalProcess:
         return ended_by_itself
 
     def kill(self) -> None:
-        """SIGKILL the whole process group at once, as the OOM killer or a lost node would."""
+        """SIGKILL the process group and every process below the process, at once, as the
+        OOM killer or a lost node would. scripts/local.py starts each service in a session
+        of its own, out of its process group: those are found in the process tree, read
+        while the process is stopped (SIGSTOP) and can start no more."""
+        # Not yet waited for, its pid is its own: what is below it is what it started.
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGSTOP)
+                eventually(self._stopped, 10, f"{self.name} stopped by SIGSTOP")
+            finally:
+                # The pid, too: a child between fork and setsid is read in the stopped
+                # group. The group, too: what a child forks meanwhile (a worker's pool).
+                for pid, group in descendants(self.popen.pid):
+                    for kill, target in ((os.kill, pid), (os.killpg, group)):
+                        with contextlib.suppress(ProcessLookupError):
+                            kill(target, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
+
+    def _stopped(self) -> bool:
+        """Stopped, ended (a zombie) or gone: it starts nothing new."""
+        fields = process_stat(self.popen.pid)
+        return not fields or fields[0] in {"T", "Z"}
 
     def restarted(self) -> "LocalProcess":
         """The same command started again, as Compose's restart policy would."""

@@ -1,12 +1,29 @@
 """Run tier: `make local`'s edit loop. The rendered scripts/local.py itself runs (its
-watching included), and an edit to a task's code reaches the running workers."""
+watching included), an edit to a task's code reaches the running workers, and killing
+local.py amid a restart leaves nothing of its stack running."""
 
+import contextlib
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from harness.localstack import RESULT_TIMEOUT, STARTUP_SECONDS, LocalStack, free_port, make_venv
+from harness.localstack import (
+    RESULT_TIMEOUT,
+    STARTUP_SECONDS,
+    LocalProcess,
+    LocalStack,
+    free_port,
+    make_venv,
+    processes_with,
+)
+from harness.variants import TEMPLATE_DIR
 from harness.waiting import eventually
 
 pytestmark = pytest.mark.run
@@ -17,6 +34,7 @@ EDITED = "    return x + y + 1000\n"
 # run side by side on this machine need one each (the harness gives its own Flower
 # processes theirs through FLOWER_PORT too).
 FLOWER_LISTENS = 'FLOWER_PORT: "5555"'
+STACK_MARKER = "TEMPLATE_TEST_STACK"
 
 
 def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path]:
@@ -35,6 +53,28 @@ def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path]:
     return project, venv
 
 
+def start_local(own: LocalStack, venv: Path, **env: str) -> LocalProcess:
+    """The own project's scripts/local.py running `own`'s services (reload on, as `make
+    local` runs it) against `own`'s servers, with `env` besides."""
+    servers = [f"--server={name}={host}:{port}" for name, (host, port) in own.addresses.items()]
+    return own.launch(
+        "make-local",
+        [str(venv / "bin" / "python"), str(own.project / "scripts" / "local.py"), *servers],
+        # The stack's names for vhost, user and database, as a shell setting overrides .env.
+        {**own.host_environment(), **own.isolation, **env},
+    )
+
+
+def adds_to(own: LocalStack, expected: int) -> Callable[[], bool]:
+    """A check: add(2, 3), sent to `own`'s workers, returns `expected`."""
+
+    def check() -> bool:
+        result = own.celery.send_task(own.task("add"), (2, 3))
+        return result.get(timeout=RESULT_TIMEOUT) == expected
+
+    return check
+
+
 def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
     """With scripts/local.py running the stack (reload on, as `make local` runs), editing
     add's code restarts the workers, which then return the edited result; local.py says
@@ -44,24 +84,9 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
     workdir = tmp_path / "stack"
     workdir.mkdir()
     with LocalStack(project, venv, workdir, stack.variant) as own:
-        servers = [f"--server={name}={host}:{port}" for name, (host, port) in own.addresses.items()]
-        local = own.launch(
-            "make-local",
-            [str(venv / "bin" / "python"), str(project / "scripts" / "local.py"), *servers],
-            # The stack's names for vhost, user and database, as a shell setting overrides .env.
-            {**own.host_environment(), **own.isolation},
-        )
-        add = own.task("add")
-
-        def adds_to(expected: int):
-            def check() -> bool:
-                result = own.celery.send_task(add, (2, 3))
-                return result.get(timeout=RESULT_TIMEOUT) == expected
-
-            return check
-
+        local = start_local(own, venv)
         eventually(
-            adds_to(5), STARTUP_SECONDS, "workers started by local.py adding", watching=[local]
+            adds_to(own, 5), STARTUP_SECONDS, "workers started by local.py adding", watching=[local]
         )
         workers = [process["name"] for process in own.planned("worker")]
         tasks = project / project.name / "tasks.py"
@@ -79,7 +104,7 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
         )
         tasks.write_text(code.replace(ORIGINAL, EDITED), encoding="utf-8")
         eventually(
-            adds_to(1005),
+            adds_to(own, 1005),
             STARTUP_SECONDS,
             "restarted workers running the edited add",
             watching=[local],
@@ -98,3 +123,124 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
         # local.py still waiting after 60 s), so it gets that grace and a margin.
         grace = own.runner.STOP_SECONDS + 30
         assert local.stop(grace_seconds=grace), f"local.py did not stop\n{local.log_tail()}"
+
+
+# The process tree is the same whatever the broker and backend: one variant, with every
+# kind of service local.py starts.
+@pytest.mark.only_variants(
+    broker="rabbitmq", result_backend="postgresql", use_beat=True, use_flower=True
+)
+def test_a_killed_local_py_leaves_no_process_of_its_stack(stack, tmp_path):
+    """SIGKILL to local.py as the harness sends it (LocalProcess.kill: a test's timeout, a
+    stop whose grace ran out) right after an edit restarted its workers: no process of its
+    stack survives, neither the services it started in sessions of their own, the ones
+    started a moment ago included, nor their pool processes."""
+    project, venv = own_project(stack, tmp_path)
+    workdir = tmp_path / "stack"
+    workdir.mkdir()
+    # Passed on to every process local.py starts, and theirs: names them all, whatever
+    # their session or process group, without asking local.py or the harness.
+    marker = uuid.uuid4().hex
+    with LocalStack(project, venv, workdir, stack.variant) as own:
+        local = start_local(own, venv, **{STACK_MARKER: marker})
+        eventually(
+            adds_to(own, 5), STARTUP_SECONDS, "workers started by local.py adding", watching=[local]
+        )
+        tasks = project / project.name / "tasks.py"
+        tasks.write_text(tasks.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+        restarting = [p["name"] for p in own.plan if p["watch"] and not p["one_shot"]]
+        eventually(
+            lambda: all(
+                f"restarted {name}\n" in local.log_path.read_text(encoding="utf-8")
+                for name in restarting
+            ),
+            STARTUP_SECONDS,
+            "local.py restarting the services after the edit",
+            watching=[local],
+        )
+        services = [p["name"] for p in own.plan if not p["one_shot"]]
+        started = processes_with(STACK_MARKER, marker)
+        assert len(started) > len(services), f"local.py and {services}: only pids {started}"
+        try:
+            local.kill()
+            eventually(
+                lambda: not processes_with(STACK_MARKER, marker),
+                10,
+                "every process of the killed local.py's stack gone",
+            )
+        finally:
+            # Whatever the kill missed must not outlive the test.
+            for pid in processes_with(STACK_MARKER, marker):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+# local.py's run() on one `sleep` that edits to pkg/ restart, its start() wrapped to send
+# local.py a SIGTERM as soon as a restart has started the new process: the moment between
+# starting a process and recording it. The template copies local.py unrendered, so the
+# template's own file runs.
+SIGTERM_AMID_RESTART = """
+import importlib.util, os, signal, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("local", sys.argv[1])
+local = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(local)
+local.PROJECT = local.LOGS = Path.cwd()
+local.POLL_SECONDS = local.SETTLE_SECONDS = 0.05
+started = []
+real_start = local.start
+def start(process, directory, environ=os.environ):
+    started.append(real_start(process, directory, environ))
+    if len(started) > 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return started[-1]
+local.start = start
+plan = [{"service": "sleeper", "name": "sleeper", "argv": ["sleep", "600"],
+         "environment": {sys.argv[2]: sys.argv[3]}, "healthcheck": None,
+         "watch": [str(Path.cwd() / "pkg")], "one_shot": False}]
+sys.exit(local.run(plan))
+"""
+
+
+def test_a_sigterm_amid_a_restart_stops_the_restarted_process(tmp_path):
+    """SIGTERM to local.py just as a restart has started a process, before local.py has
+    recorded it: local.py still stops that process, and ends."""
+    (tmp_path / "pkg").mkdir()
+    code = tmp_path / "pkg" / "code.py"
+    code.write_text("x = 1\n", encoding="utf-8")
+    marker = uuid.uuid4().hex
+    local_py = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "scripts" / "local.py"
+    log = tmp_path / "local.log"
+    with log.open("wb") as output:
+        local = subprocess.Popen(
+            [sys.executable, "-c", SIGTERM_AMID_RESTART, str(local_py), STACK_MARKER, marker],
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        eventually(
+            lambda: "keep running" in log.read_text(encoding="utf-8"),
+            STARTUP_SECONDS,
+            "local.py starting the sleeper",
+        )
+        code.write_text("x = 2\n", encoding="utf-8")
+        try:
+            local.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"local.py still running 60 s after SIGTERM\n{log.read_text()}"
+            ) from None
+        eventually(
+            lambda: not processes_with(STACK_MARKER, marker),
+            10,
+            "the restarted sleeper stopped with local.py",
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(local.pid, signal.SIGKILL)
+        local.wait()
+        for pid in processes_with(STACK_MARKER, marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

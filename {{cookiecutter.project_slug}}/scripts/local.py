@@ -296,8 +296,16 @@ def stop(running: dict[str, subprocess.Popen]) -> None:
         print(f"stopped {name}", flush=True)
 
 
-def interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+# Set by Ctrl-C or SIGTERM and acted on between the run's steps, never raised where the
+# signal lands: an exception there could fall between starting a process and recording
+# it in `running` (a restart's new worker then outlived this script), or inside
+# subprocess's own bookkeeping.
+stop_requested = False
+
+
+def request_stop(signum: int, frame: object) -> None:
+    global stop_requested
+    stop_requested = True
 
 
 def restart_on_edits(
@@ -306,15 +314,16 @@ def restart_on_edits(
     times: dict[Path, int],
     one_shot: dict[str, subprocess.Popen],
 ) -> None:
-    """Until a process in `running` that is not one of `processes` ends: restart each of
-    `processes` whose watched paths hold edited files (`times`: the files' times at the
-    start), as `docker compose watch` restarts a container, SIGTERM first. One of them
-    that ends (an edit with a typo, say) waits for the next edit. Says when a `one_shot`
-    process exits."""
+    """Until a stop is requested, or a process in `running` that is not one of
+    `processes` ends: restart each of `processes` whose watched paths hold edited files
+    (`times`: the files' times at the start), as `docker compose watch` restarts a
+    container, SIGTERM first. One of them that ends (an edit with a typo, say) waits for
+    the next edit. Says when a `one_shot` process exits."""
     paths = {path for process in processes for path in process["watch"]}
     names = {process["name"] for process in processes}
     ended: set[str] = set()
-    while all(popen.poll() is None for name, popen in running.items() if name not in names):
+    others = [popen for name, popen in running.items() if name not in names]
+    while not stop_requested and all(popen.poll() is None for popen in others):
         for name in sorted(set(one_shot) - ended):
             if one_shot[name].poll() is not None:
                 ended.add(name)
@@ -330,12 +339,14 @@ def restart_on_edits(
             for process in processes
             if any(path.is_relative_to(top) for path in changed for top in process["watch"])
         ]
-        if not restarting:
+        if not restarting or stop_requested:
             continue
         files = sorted(os.path.relpath(path, PROJECT) for path in changed)
         print(f"edited {', '.join(files)}: restarting", flush=True)
         stop({process["name"]: running[process["name"]] for process in restarting})
         for process in restarting:
+            if stop_requested:
+                break
             running[process["name"]] = start(process, LOGS)
             ended.discard(process["name"])
             print(f"restarted {process['name']}", flush=True)
@@ -343,8 +354,8 @@ def restart_on_edits(
 
 def run(processes: list[dict], reload: bool = True) -> int:
     # Ctrl-C, and SIGTERM (a `kill`, a stopping CI job), stop the services in order.
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     LOGS.mkdir(exist_ok=True)
     reloading = [p for p in processes if reload and p["watch"] and not p["one_shot"]]
     # Taken before anything starts: an edit made while the app runs counts too.
@@ -354,6 +365,8 @@ def run(processes: list[dict], reload: bool = True) -> int:
     status = 130  # as for Ctrl-C, unless a one-shot service ends by itself
     try:
         for process in processes:
+            if stop_requested:
+                break
             if process["one_shot"]:
                 # On this terminal, while edits restart the others; stopped as they are.
                 print(f"running {process['name']}: {' '.join(process['argv'])}", flush=True)
@@ -368,12 +381,13 @@ def run(processes: list[dict], reload: bool = True) -> int:
         if reloading:
             print(f"an edit to the code restarts {', '.join(p['name'] for p in reloading)}")
         restart_on_edits(reloading, running, times, one_shot)
-        ended = [name for name, popen in running.items() if popen.poll() is not None]
-        print(f"error: {', '.join(ended)} ended; see .local/*.log", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        exits = [popen.returncode for popen in one_shot.values() if popen.poll() is not None]
-        status = exits[0] if exits else status
+        if stop_requested:
+            exits = [popen.returncode for popen in one_shot.values() if popen.poll() is not None]
+            status = exits[0] if exits else status
+        else:
+            ended = [name for name, popen in running.items() if popen.poll() is not None]
+            print(f"error: {', '.join(ended)} ended; see .local/*.log", file=sys.stderr)
+            status = 1
     finally:
         stop({name: popen for name, popen in one_shot.items() if popen.poll() is None})
         stop(running)
