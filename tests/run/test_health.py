@@ -241,10 +241,21 @@ def test_leaking_task_gets_its_pool_process_replaced(stack, tmp_path, record_pro
         assert first != second  # the second leak ran in a fresh process
         for pid in leaks:
             eventually(lambda pid=pid: not Path(f"/proc/{pid}").exists(), TIMEOUT, f"{pid} to end")
-        pids_after = worker_pool_pids(own)
         concurrency = {name: len(pids) for name, pids in pids_before.items()}
-        assert {name: len(pids) for name, pids in pids_after.items()} == concurrency
-        assert not set(leaks) & {pid for pids in pids_after.values() for pid in pids}
+
+        def pools_replaced() -> bool:
+            # Asked until true: a worker may list a pool process that has ended (and been
+            # reaped) until its next maintenance of the pool (seen once in CI).
+            pids_after = worker_pool_pids(own)
+            listed = {pid for pids in pids_after.values() for pid in pids}
+            counts = {name: len(pids) for name, pids in pids_after.items()}
+            return counts == concurrency and not set(leaks) & listed
+
+        eventually(
+            pools_replaced,
+            TIMEOUT,
+            f"each pool back at {concurrency} processes, the leaking ones {leaks} not among them",
+        )
         dead = own.run("app", "python", "-m", f"{slug}.deadletters", "list", timeout=TIMEOUT)
         assert dead.returncode == 0 and dead.stdout == "", dead.stdout + dead.stderr
         for name in own.worker_names:
