@@ -169,37 +169,18 @@ def test_a_killed_local_py_leaves_no_process_of_its_stack(stack, tmp_path):
                 "every process of the killed local.py's stack gone",
             )
         finally:
-            # Whatever the kill missed must not outlive the test.
-            for pid in processes_with(STACK_MARKER, marker):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_marked(marker)  # whatever the kill missed
 
 
-# local.py's run() on one `sleep` that edits to pkg/ restart, its start() wrapped to send
-# local.py a SIGTERM as soon as a restart has started the new process: the moment between
-# starting a process and recording it. The template copies local.py unrendered, so the
-# template's own file runs.
-SIGTERM_AMID_RESTART = """
-import importlib.util, os, signal, sys
-from pathlib import Path
-spec = importlib.util.spec_from_file_location("local", sys.argv[1])
-local = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(local)
-local.PROJECT = local.LOGS = Path.cwd()
-local.POLL_SECONDS = local.SETTLE_SECONDS = 0.05
-started = []
-real_start = local.start
-def start(process, directory, environ=os.environ):
-    started.append(real_start(process, directory, environ))
-    if len(started) > 1:
-        os.kill(os.getpid(), signal.SIGTERM)
-    return started[-1]
-local.start = start
-plan = [{"service": "sleeper", "name": "sleeper", "argv": ["sleep", "600"],
-         "environment": {sys.argv[2]: sys.argv[3]}, "healthcheck": None,
-         "watch": [str(Path.cwd() / "pkg")], "one_shot": False}]
-sys.exit(local.run(plan))
-"""
+# Runs the template's local.py with a SIGTERM amid a restart (its docstring says how).
+SIGTERM_AMID_RESTART = Path(__file__).with_name("sigterm_amid_restart.py")
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL whatever still carries the stack's marker: nothing may outlive a test."""
+    for pid in processes_with(STACK_MARKER, marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_sigterm_amid_a_restart_stops_the_restarted_process(tmp_path):
@@ -213,7 +194,7 @@ def test_a_sigterm_amid_a_restart_stops_the_restarted_process(tmp_path):
     log = tmp_path / "local.log"
     with log.open("wb") as output:
         local = subprocess.Popen(
-            [sys.executable, "-c", SIGTERM_AMID_RESTART, str(local_py), STACK_MARKER, marker],
+            [sys.executable, SIGTERM_AMID_RESTART, local_py, STACK_MARKER, marker],
             cwd=tmp_path,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -241,6 +222,4 @@ def test_a_sigterm_amid_a_restart_stops_the_restarted_process(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(local.pid, signal.SIGKILL)
         local.wait()
-        for pid in processes_with(STACK_MARKER, marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_marked(marker)
