@@ -190,7 +190,6 @@ def bench_variant(variant: dict, args: argparse.Namespace, workdir: Path) -> dic
     """Bake, install and measure one broker x backend."""
     project, figures = bake_times(variant, args, workdir)
     venv = make_venv(project, variant["python_version"], workdir / "venv")
-    compile_bytecode(venv / "bin" / "python")
     installed = versions(venv / "bin" / "python")
     stock_venv = stock_environment(variant, installed, workdir / "stock-venv")
     figures.update(
@@ -217,13 +216,6 @@ def bench_variant(variant: dict, args: argparse.Namespace, workdir: Path) -> dic
     return figures
 
 
-def compile_bytecode(python: Path) -> None:
-    """Byte-compile the environment as the image does (UV_COMPILE_BYTECODE=1), so that no
-    worker start pays for compiling Celery."""
-    lib = python.parent.parent / "lib"
-    subprocess.run([python, "-m", "compileall", "-q", lib], capture_output=True, check=True)
-
-
 def stock_environment(variant: dict, installed: dict, venv: Path) -> Path:
     """Stock Celery's environment: what `pip install celery[redis]` (plus SQLAlchemy and
     psycopg for a PostgreSQL backend) installs, at the generated project's versions, so
@@ -240,10 +232,11 @@ def stock_environment(variant: dict, installed: dict, venv: Path) -> Path:
     python = find_python(variant["python_version"])
     for command in (
         [uv, "venv", "--quiet", "--python", python, venv],
-        [uv, "pip", "install", "--quiet", "--python", venv, *packages],
+        # Byte-compiled, as make_venv makes the generated side's: no worker start pays
+        # for compiling Celery.
+        [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", venv, *packages],
     ):
         subprocess.run([str(part) for part in command], capture_output=True, check=True)
-    compile_bytecode(venv / "bin" / "python")
     return venv
 
 

@@ -32,9 +32,12 @@ SECRETS = {Path(".env"), Path("k8s", "overlays", "dev", "secrets.env")}
 def oldest_cookiecutter(tmp_path_factory) -> Path:
     """The oldest cookiecutter the template admits, in a virtual environment of its own."""
     venv = tmp_path_factory.mktemp("oldest-cookiecutter") / "venv"
+    install = [BIN / "uv", "pip", "install", "--quiet", "--python", venv]
+    # Byte-compiled at install, or each of its command-line bakes would compile its
+    # imports again where Python may not write bytecode caches (PYTHONDONTWRITEBYTECODE).
     for command in (
         [BIN / "uv", "venv", "--quiet", "--python", BIN / "python", venv],
-        [BIN / "uv", "pip", "install", "--quiet", "--python", venv, f"cookiecutter=={OLDEST}"],
+        [*install, "--compile-bytecode", f"cookiecutter=={OLDEST}"],
     ):
         result = run(*command)
         assert result.returncode == 0, result.stdout + result.stderr

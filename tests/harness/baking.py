@@ -1,13 +1,13 @@
 """Bakes the way a user makes them (the cookiecutter command line), and what makes the
 tests' in-process bakes cheaper without changing what they render."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import cookiecutter.generate
 from cookiecutter.environment import StrictEnvironment
-from jinja2 import BytecodeCache
-from jinja2.bccache import Bucket
 
 from harness.variants import TEMPLATE_DIR
 
@@ -40,37 +40,38 @@ def assert_refused(output_dir: Path, error: Exception | None, field: str, value:
     assert list(output_dir.iterdir()) == []
 
 
-class CompiledTemplates(BytecodeCache):
-    """Jinja's compiled code of each template file, kept for the whole test process.
-
-    cookiecutter makes a new Jinja environment for every bake, so each in-process bake
-    (hundreds in one test process) would lex, parse and compile every file of the
-    template again, about a third of its time. A bytecode cache is Jinja's own way to
-    skip that: it keys the code by the file's name and path, and checks it against a
-    checksum of the source, so an edited file compiles again. Every in-process bake makes
-    its environment alike (cookiecutter's create_env_with_context, the same extensions),
-    so the code is the code it would compile. Command-line bakes, as users make them, run
-    in processes of their own and compile everything."""
-
-    def __init__(self) -> None:
-        self.code: dict[str, tuple[str | None, object]] = {}
-
-    def load_bytecode(self, bucket: Bucket) -> None:
-        checksum, code = self.code.get(bucket.key, (None, None))
-        if checksum is not None and checksum == bucket.checksum:
-            bucket.code = code
-
-    def dump_bytecode(self, bucket: Bucket) -> None:
-        self.code[bucket.key] = (bucket.checksum, bucket.code)
-
-
 def reuse_compiled_templates() -> None:
-    """Give every cookiecutter environment made in this process one CompiledTemplates."""
-    cache = CompiledTemplates()
-    make_environment = StrictEnvironment.__init__
+    """Make this process's in-process bakes compile each Jinja source once and sniff each
+    template file once, instead of once per bake, without changing what they render.
 
-    def make_environment_with_cache(self, **options) -> None:
-        make_environment(self, **options)
-        self.bytecode_cache = cache
+    cookiecutter makes a new Jinja environment for every bake, and renders every file's
+    path, every file and every cookiecutter.json value from source: most of a bake's own
+    time went to lexing, parsing and compiling the same sources again (hundreds of bakes
+    in one test process), and a tenth to binaryornot reading each template file to tell
+    text from binary. Jinja's compiled code is a function of the source, its name and
+    file name, and the environment's settings and extensions, which cookiecutter makes
+    alike for every bake of this template (local_extensions' preprocess reads only the
+    source and the name); a file's binariness is a function of its bytes. Command-line
+    bakes, as users make them, run in processes of their own and do all of it."""
+    compiled: dict[tuple, object] = {}
+    compile_source = StrictEnvironment.compile
 
-    StrictEnvironment.__init__ = make_environment_with_cache
+    def compile_once(self, source, name=None, filename=None, raw=False, defer_init=False):
+        key = (source, name, filename, raw, defer_init)
+        if key not in compiled:
+            compiled[key] = compile_source(self, source, name, filename, raw, defer_init)
+        return compiled[key]
+
+    StrictEnvironment.compile = compile_once
+
+    sniffed: dict[tuple[str, int, int], bool] = {}
+    sniff = cookiecutter.generate.is_binary
+
+    def is_binary_once(path: str) -> bool:
+        status = os.stat(path)
+        key = (path, status.st_mtime_ns, status.st_size)
+        if key not in sniffed:
+            sniffed[key] = sniff(path)
+        return sniffed[key]
+
+    cookiecutter.generate.is_binary = is_binary_once

@@ -84,8 +84,12 @@ def find_python(version: str) -> Path:
 
 def make_venv(project: Path, version: str, venv: Path) -> Path:
     """A virtual environment of the chosen Python with what `make test` installs: the
-    versions in the project's uv.lock (refused if it is stale), dev group included."""
-    command = [find_uv_bin(), "sync", "--locked", "--quiet", "--python", find_python(version)]
+    versions in the project's uv.lock (refused if it is stale), dev group included.
+    Byte-compiled, as the image is (UV_COMPILE_BYTECODE=1): where Python may not write
+    bytecode caches (PYTHONDONTWRITEBYTECODE, which these machines set), every process a
+    test starts would compile Celery again, 1.4 s of CPU instead of 0.4 s."""
+    command = [find_uv_bin(), "sync", "--locked", "--quiet", "--compile-bytecode"]
+    command += ["--python", find_python(version)]
     result = subprocess.run(
         command,
         cwd=project,
