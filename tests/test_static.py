@@ -60,10 +60,9 @@ def test_pyproject_states_the_choices(bake, variant):
 def test_compose_is_valid_and_has_the_chosen_services(bake, variant):
     """The real Compose v2 parser accepts compose.yaml, which has exactly the chosen services."""
     project = bake(variant)
-    result = run_compose(project, "config", "--quiet")
-    assert result.returncode == 0, result.stderr
     raw = yaml.safe_load((project / "compose.yaml").read_text(encoding="utf-8"))
     assert "version" not in raw
+    # compose_model fails the test with Compose's message if Compose refuses the file.
     services = compose_model(project)["services"]
     assert set(services) == expected_services(variant)
     assert services["worker"]["deploy"]["replicas"] == int(

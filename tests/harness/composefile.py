@@ -1,5 +1,6 @@
 """The rendered compose.yaml, read by the real Docker Compose v2 parser."""
 
+import functools
 import json
 import os
 import subprocess
@@ -28,7 +29,18 @@ def run_compose(
 
 
 def compose_model(project: Path, env: dict[str, str] | None = None) -> dict:
-    """compose.yaml fully resolved (.env read, `env` taking precedence) as Compose sees it."""
-    result = run_compose(project, "config", "--format", "json", env=env)
+    """compose.yaml fully resolved (.env read, `env` taking precedence) as Compose sees it.
+    Each caller gets a model of its own to change."""
+    inputs = [project / "compose.yaml", project / ".env"]  # what `config` reads here
+    contents = tuple(path.read_bytes() if path.exists() else None for path in inputs)
+    return json.loads(compose_config(project, contents, tuple(sorted((env or {}).items()))))
+
+
+@functools.cache
+def compose_config(project: Path, contents: tuple, env: tuple) -> str:
+    """`config --format json`, run once per project, contents of its files and `env`: a
+    dozen tests read each variant's model, and each run of the binary costs 50 ms of CPU.
+    `contents` is there for the key only: a test that edits the files gets a new model."""
+    result = run_compose(project, "config", "--format", "json", env=dict(env))
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return result.stdout
