@@ -6,12 +6,13 @@ PYTHONPATH; it prints the figures as one JSON object (or a table without --json)
 
     python -m bench.driver --app=MODULE --worker-command="celery --app=MODULE worker ..."
 
-It measures add throughput (a group of --tasks adds, results on), the round trip of
-single adds sent one after the other (p50, p99), worker cold start (process start to
-the first answered ping) and what long_task's progress reports cost. It starts its own
-workers with the given command, adding --hostname and --queues: they take only the
-bench's tasks, from a queue of its own that it deletes afterwards. Only Celery and
-Kombu are imported, which both environments have.
+It measures add throughput (a group of --tasks adds, results on), the rate at which the
+workers drain a queue filled with such a group, the round trip of single adds sent one
+after the other (p50, p99), worker cold start (process start to the first answered
+ping), how long adds wait behind long tasks, and what long_task's progress reports cost.
+It starts its own workers with the given command, adding --hostname and --queues: they
+take only the bench's tasks, from a queue of its own that it deletes afterwards. Only
+Celery and Kombu are imported, which both environments have.
 """
 
 import argparse
@@ -136,6 +137,37 @@ def throughput(add: Any, queue: str, count: int) -> float:
     return count / elapsed
 
 
+def drain(app: Celery, add: Any, queue: str, count: int, nodes: list[str]) -> float:
+    """add tasks per second from a full queue: the workers stop consuming it, a group of
+    `count` is sent, and the time runs from their consuming again to the last result. The
+    workers alone set this pace, not the sender (and its publisher confirms)."""
+    app.control.cancel_consumer(queue, destination=nodes, reply=True)
+    result = group(add.s(i, i) for i in range(count)).apply_async(queue=queue)
+    started = time.perf_counter()
+    app.control.add_consumer(queue, destination=nodes, reply=True)
+    values = result.get(timeout=RESULT_TIMEOUT, interval=POLL_SECONDS)
+    elapsed = time.perf_counter() - started
+    assert values == [2 * i for i in range(count)], "add returned wrong sums"
+    result.forget()
+    return count / elapsed
+
+
+def short_behind_long(add: Any, long_task: Any, queue: str, processes: int) -> float:
+    """Seconds until the last of 10 adds has its result, the adds sent while long_task(4)
+    holds every pool process but one: how long short tasks wait behind long ones that
+    their worker reserved (the prefetch), with a process free to run them."""
+    longs = [long_task.apply_async((4,), queue=queue) for _ in range(processes - 1)]
+    time.sleep(0.5)  # the long tasks have started
+    started = time.perf_counter()
+    adds = [add.apply_async((i, i), queue=queue) for i in range(10)]
+    for result in adds:
+        result.get(timeout=RESULT_TIMEOUT, interval=POLL_SECONDS)
+    waited = time.perf_counter() - started
+    for result in longs:
+        result.get(timeout=RESULT_TIMEOUT, interval=POLL_SECONDS)
+    return waited
+
+
 def round_trips(add: Any, queue: str, calls: int) -> list[float]:
     """Milliseconds from sending one add to having its result, one call at a time."""
     times = []
@@ -174,6 +206,17 @@ def progress_update_cost(app: Celery, updates: int) -> float:
     return elapsed / updates * 1000
 
 
+def pool_stats(app: Celery, nodes: list[str]) -> list[dict]:
+    """Each node's `inspect stats` reply, asked until every node has answered."""
+    replies: dict = {}
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while set(replies) != set(nodes):
+        replies.update(app.control.inspect(destination=nodes, timeout=1).stats() or {})
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers {sorted(set(nodes) - set(replies))} gave no stats")
+    return [replies[node] for node in nodes]
+
+
 def delete_queue(app: Celery, name: str) -> None:
     """Delete the bench's queue, its exchange and (on Redis) its binding keys."""
     queue = Queue(name, Exchange(name), routing_key=name)
@@ -207,19 +250,28 @@ def with_workers(app: Celery, args: argparse.Namespace, queue: str, logdir: Path
     workers = Workers(app, args.worker_command, queue, logdir)
     try:
         starts = [cold_start(workers) for _ in range(args.cold_starts)]
-        workers.wait_answering([workers.spawn() for _ in range(args.workers)])
+        nodes = [workers.spawn() for _ in range(args.workers)]
+        workers.wait_answering(nodes)
         # Warm up: connections, pool processes and the result consumer.
         throughput(add, queue, min(args.tasks, 100))
         round_trips(add, queue, 10)
-        rates = [throughput(add, queue, args.tasks) for _ in range(args.rounds)]
+        rates, drains = [], []
+        for _ in range(args.rounds):
+            rates.append(throughput(add, queue, args.tasks))
+            drains.append(drain(app, add, queue, args.tasks, nodes))
         latencies = round_trips(add, queue, args.latency_calls)
         overhead = long_task_overhead(long_task, queue, args.long_seconds)
+        processes = sum(stats["pool"]["max-concurrency"] for stats in pool_stats(app, nodes))
+        waited = short_behind_long(add, long_task, queue, processes)
     finally:
         workers.stop_all()
         delete_queue(app, queue)
     return {
         "add_throughput_per_s": round(statistics.median(rates), 1),
         "add_throughput_rounds": [round(rate, 1) for rate in rates],
+        "drain_per_s": round(statistics.median(drains), 1),
+        "drain_rounds": [round(rate, 1) for rate in drains],
+        "short_behind_long_s": round(waited, 2),
         "latency_p50_ms": round(percentile(latencies, 0.50), 3),
         "latency_p99_ms": round(percentile(latencies, 0.99), 3),
         "cold_start_s": round(statistics.median(starts), 3),
@@ -251,6 +303,11 @@ def table(figures: dict) -> str:
             f"{figures['add_throughput_per_s']:.0f} tasks/s "
             f"(median of {figures['add_throughput_rounds']})",
         ),
+        (
+            "draining a full queue",
+            f"{figures['drain_per_s']:.0f} tasks/s (median of {figures['drain_rounds']})",
+        ),
+        ("10 adds behind long tasks", f"{figures['short_behind_long_s']:.2f} s"),
         (
             f"add round trip, {figures['latency_calls']} calls",
             f"p50 {figures['latency_p50_ms']:.2f} ms, p99 {figures['latency_p99_ms']:.2f} ms",

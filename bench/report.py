@@ -102,6 +102,43 @@ def throughput(results: list[Result]) -> list[str]:
     ]
 
 
+def drain_row(result: Result) -> list[Any]:
+    gen, stock = result["generated"], result["stock"]
+    return [
+        short(result),
+        f"{gen['drain_per_s']:.0f}",
+        f"{stock['drain_per_s']:.0f}",
+        ratio(gen["drain_per_s"], stock["drain_per_s"]),
+        f"{gen['short_behind_long_s']:.2f}",
+        f"{stock['short_behind_long_s']:.2f}",
+    ]
+
+
+def drain(results: list[Result]) -> list[str]:
+    header = ["broker x backend", "generated", "stock Celery", "generated/stock"]
+    header += ["generated: 10 adds behind long tasks, s", "stock: the same, s"]
+    return [
+        "### Draining a full queue (tasks/s), and short tasks behind long ones",
+        "",
+        "Drain: the workers stop consuming, the same group is sent, and the time runs from "
+        "their consuming again to the last result (the workers set the pace, not the "
+        "sender); one after each throughput group, median. Behind long tasks: seconds until "
+        "10 adds sent while long_task(4) holds every pool process but one have their "
+        "results; a worker that reserved adds behind its long tasks holds them back.",
+        "",
+        *table(header, ["---", *["---:"] * 5], [drain_row(r) for r in results]),
+        "",
+        rounds_line(
+            "Rounds (drain)",
+            results,
+            lambda r: (
+                f"generated {r['generated']['drain_rounds']}, stock {r['stock']['drain_rounds']}"
+            ),
+        ),
+        "",
+    ]
+
+
 def cpu_row(result: Result) -> list[Any]:
     gen, stock = result["generated"]["cpu"], result["stock"]["cpu"]
     return [
@@ -245,6 +282,7 @@ def report(
         *heading(host, results),
         *method(results, args),
         *throughput(results),
+        *drain(results),
         *cpu(results, args),
         *latency(results),
         *bakes_and_tiers(results, static, run_tier),

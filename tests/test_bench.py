@@ -16,7 +16,8 @@ from harness.localstack import LocalStack
 from harness.tools import BIN, run
 from harness.variants import TEMPLATE_DIR, with_defaults
 
-FIGURE_KEYS = {"add_throughput_per_s", "latency_p50_ms", "latency_p99_ms", "cold_start_s"}
+FIGURE_KEYS = {"add_throughput_per_s", "drain_per_s", "short_behind_long_s"}
+FIGURE_KEYS |= {"latency_p50_ms", "latency_p99_ms", "cold_start_s"}
 # A run of a few seconds: the figures exist and are positive, nothing more.
 SMALL = ["--tasks=20", "--rounds=1", "--latency-calls=5", "--cold-starts=1", "--long-seconds=0"]
 
@@ -47,7 +48,7 @@ def test_driver_has_help():
 # Run tier: it starts a Redis server and workers (the static tier's CI job has no servers).
 @pytest.mark.run
 def test_driver_measures_generated_and_stock_and_leaves_no_queue(bake, tmp_path):
-    """With a tiny load on a private Redis, the driver prints the four figures for the
+    """With a tiny load on a private Redis, the driver prints its figures for the
     generated app (compose.yaml's worker command) and for stock Celery (bench/stock.py),
     and its queues are gone afterwards."""
     variant = with_defaults(broker="redis", result_backend="redis")
