@@ -40,6 +40,7 @@ from pathlib import Path
 import psycopg
 from uv import find_uv_bin
 
+from bench.driver import percentile
 from bench.report import report, write
 from harness.localstack import POSTGRES_ADMIN, LocalStack, find_python, make_venv, rabbitmqctl
 from harness.variants import AXES, variant_id, with_defaults
@@ -153,31 +154,75 @@ class Side:
         return run_json(command, self.env, f"{what} {self.label}", cwd)
 
 
-def measure_side(side: Side, tasks: int, common: list[str], what: str, cwd: Path) -> dict:
-    """The driver's figures for one side, and its CPU per add."""
-    app_and_worker = [f"--app={side.app}", "--worker-command", shlex.join(map(str, side.worker))]
-    figures = side.run("driver", ["--json", *common, *app_and_worker], what, cwd)
-    cpu_args = [f"--tasks={tasks}", common[1]]  # common[1] is --rounds
-    figures["cpu"] = side.run("cpu", [*app_and_worker, *cpu_args], f"{what} CPU", cwd)
-    return figures
+def merged(runs: list[dict], cpu_runs: list[dict]) -> dict:
+    """One side's figures from its rounds, in the driver's form: medians over the rounds,
+    percentiles over every round trip, the load at the first start and the last end."""
+
+    def every(key: str) -> list:
+        return [value for run in runs for value in run[key]]
+
+    def median(values: list[float]) -> float:
+        return round(float(statistics.median(values)), 3)
+
+    latencies = every("latencies_ms")
+    worker_us = [run["worker_us_per_task"] for run in cpu_runs]
+    client_us = [run["client_us_per_task"] for run in cpu_runs]
+    return {
+        **runs[0],  # what ran: app, servers, worker command, workers, tasks
+        "rounds": len(runs),
+        "latency_calls": len(latencies),
+        "add_throughput_rounds": every("add_throughput_rounds"),
+        "add_throughput_per_s": median(every("add_throughput_rounds")),
+        "drain_rounds": every("drain_rounds"),
+        "drain_per_s": median(every("drain_rounds")),
+        "latency_p50_ms": round(percentile(latencies, 0.50), 3),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 3),
+        "cold_start_runs_s": every("cold_start_runs_s"),
+        "cold_start_s": median(every("cold_start_runs_s")),
+        "long_task_overhead_ms": median([run["long_task_overhead_ms"] for run in runs]),
+        "short_behind_long_s": median([run["short_behind_long_s"] for run in runs]),
+        "progress_update_ms": median([run["progress_update_ms"] for run in runs]),
+        "loadavg_after": runs[-1]["loadavg_after"],
+        "cpu": {
+            "tasks": cpu_runs[0]["tasks"],
+            "worker_us_per_task": round(statistics.median(worker_us)),
+            "client_us_per_task": round(statistics.median(client_us)),
+            "worker_us_rounds": worker_us,
+            "client_us_rounds": client_us,
+        },
+    }
 
 
 def measure_on(stack: LocalStack, sides: list[Side], args: argparse.Namespace) -> dict:
-    """Generated and stock on the stack's servers, with as many workers, then the floor."""
+    """Generated and stock on the stack's servers, with as many workers, in alternating
+    rounds (a change in the machine's load falls on both sides alike), then the floor."""
     name, cwd = variant_id(stack.variant), stack.workdir
     replicas = stack.services["worker"]["deploy"]["replicas"]
     # A PostgreSQL backend commits each result: fewer tasks keep the run short.
     on_postgresql = stack.variant["result_backend"] == "postgresql"
     tasks = args.postgresql_tasks if on_postgresql else args.tasks
     calls = args.postgresql_latency_calls if on_postgresql else args.latency_calls
-    common = [
+    # Each round measures a share of the round trips and cold starts, so that the rounds
+    # together measure as many as asked for.
+    one_round = [
         f"--tasks={tasks}",
-        f"--rounds={args.rounds}",
-        f"--latency-calls={calls}",
-        f"--cold-starts={args.cold_starts}",
+        "--rounds=1",
+        f"--latency-calls={-(-calls // args.rounds)}",
+        f"--cold-starts={-(-args.cold_starts // args.rounds)}",
         f"--workers={replicas}",
     ]
-    figures = {side.label: measure_side(side, tasks, common, name, cwd) for side in sides}
+    runs: dict[str, list[dict]] = {side.label: [] for side in sides}
+    cpu_runs: dict[str, list[dict]] = {side.label: [] for side in sides}
+    for number in range(1, args.rounds + 1):
+        for side in sides:
+            what = f"{name} round {number}"
+            app_and_worker = [f"--app={side.app}", "--worker-command"]
+            app_and_worker.append(shlex.join(map(str, side.worker)))
+            driver_args = ["--json", *one_round, *app_and_worker]
+            runs[side.label].append(side.run("driver", driver_args, what, cwd))
+            cpu_args = [*app_and_worker, f"--tasks={tasks}", "--rounds=1"]
+            cpu_runs[side.label].append(side.run("cpu", cpu_args, f"{what} CPU", cwd))
+    figures = {label: merged(runs[label], cpu_runs[label]) for label in runs}
     floor_load = load()
     floor_args = [sides[0].env["CELERY_BROKER_URL"], f"--messages={tasks}"]
     floor_args += [f"--consumers={replicas}", f"--rounds={args.rounds}"]

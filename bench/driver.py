@@ -274,6 +274,7 @@ def with_workers(app: Celery, args: argparse.Namespace, queue: str, logdir: Path
         "short_behind_long_s": round(waited, 2),
         "latency_p50_ms": round(percentile(latencies, 0.50), 3),
         "latency_p99_ms": round(percentile(latencies, 0.99), 3),
+        "latencies_ms": [round(latency, 3) for latency in latencies],
         "cold_start_s": round(statistics.median(starts), 3),
         "cold_start_runs_s": [round(start, 3) for start in starts],
         "long_task_seconds": args.long_seconds,

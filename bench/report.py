@@ -48,7 +48,7 @@ def heading(host: dict[str, str], results: list[Result]) -> list[str]:
         "**Figures taken under load are not final.** This machine has 2 cores and is shared:",
         "other people's tests run beside the benchmark. Each figure carries the 1-minute load",
         "average at its start and end (`load`); where it is well above 0, rerun before drawing",
-        "conclusions. Generated and stock ran one after the other on the same servers, so",
+        "conclusions. Generated and stock ran in alternating rounds on the same servers, so",
         "their ratio is fairer than either number alone.",
         "",
     ]
