@@ -216,8 +216,8 @@ def measure_on(stack: LocalStack, sides: list[Side], args: argparse.Namespace) -
     for number in range(1, args.rounds + 1):
         for side in sides:
             what = f"{name} round {number}"
-            app_and_worker = [f"--app={side.app}", "--worker-command"]
-            app_and_worker.append(shlex.join(map(str, side.worker)))
+            worker = shlex.join(map(str, side.worker))
+            app_and_worker = [f"--app={side.app}", f"--worker-command={worker}"]
             driver_args = ["--json", *one_round, *app_and_worker]
             runs[side.label].append(side.run("driver", driver_args, what, cwd))
             cpu_args = [*app_and_worker, f"--tasks={tasks}", "--rounds=1"]

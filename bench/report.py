@@ -33,9 +33,15 @@ def table(header: list[str], align: list[str], rows: list[list[Any]]) -> list[st
     ]
 
 
-def rounds_line(label: str, results: list[Result], pick: Any) -> str:
-    """'Label: pair generated [...], stock [...]; ...' for the figures pick(result) names."""
-    return f"{label}: " + "; ".join(f"{short(result)} {pick(result)}" for result in results)
+def rounds_line(label: str, results: list[Result], pick: Any, floor: bool = False) -> str:
+    """'Label: pair generated [...], stock [...]; ...': pick(a side's figures) names the
+    rounds; with floor, the raw broker floor's rounds follow."""
+
+    def rounds(result: Result) -> str:
+        line = f"generated {pick(result['generated'])}, stock {pick(result['stock'])}"
+        return line + (f", floor {result['floor']['rounds']}" if floor else "")
+
+    return f"{label}: " + "; ".join(f"{short(result)} {rounds(result)}" for result in results)
 
 
 def heading(host: dict[str, str], results: list[Result]) -> list[str]:
@@ -90,14 +96,7 @@ def throughput(results: list[Result]) -> list[str]:
         "",
         *table(header, ["---", *["---:"] * 5, "---"], [throughput_row(r) for r in results]),
         "",
-        rounds_line(
-            "Rounds",
-            results,
-            lambda r: (
-                f"generated {r['generated']['add_throughput_rounds']}, "
-                f"stock {r['stock']['add_throughput_rounds']}, floor {r['floor']['rounds']}"
-            ),
-        ),
+        rounds_line("Rounds", results, lambda side: side["add_throughput_rounds"], floor=True),
         "",
     ]
 
@@ -128,13 +127,7 @@ def drain(results: list[Result]) -> list[str]:
         "",
         *table(header, ["---", *["---:"] * 5], [drain_row(r) for r in results]),
         "",
-        rounds_line(
-            "Rounds (drain)",
-            results,
-            lambda r: (
-                f"generated {r['generated']['drain_rounds']}, stock {r['stock']['drain_rounds']}"
-            ),
-        ),
+        rounds_line("Rounds (drain)", results, lambda side: side["drain_rounds"]),
         "",
     ]
 
@@ -164,14 +157,7 @@ def cpu(results: list[Result], args: Any) -> list[str]:
         "",
         *table(header, ["---", *["---:"] * 5], [cpu_row(r) for r in results]),
         "",
-        rounds_line(
-            "Rounds (worker)",
-            results,
-            lambda r: (
-                f"generated {r['generated']['cpu']['worker_us_rounds']}, "
-                f"stock {r['stock']['cpu']['worker_us_rounds']}"
-            ),
-        ),
+        rounds_line("Rounds (worker)", results, lambda side: side["cpu"]["worker_us_rounds"]),
         "",
     ]
 
@@ -207,10 +193,7 @@ def latency(results: list[Result]) -> list[str]:
         rounds_line(
             "Cold starts (s)",
             results,
-            lambda r: (
-                f"generated {r['generated']['cold_start_runs_s']}, "
-                f"stock {r['stock']['cold_start_runs_s']}"
-            ),
+            lambda side: side["cold_start_runs_s"],
         ),
         "",
     ]
