@@ -666,6 +666,31 @@ class LocalStack:
             if process.name.startswith("worker"):
                 process.stop()
 
+    def restart_workers(self) -> None:
+        """Stop every worker (a warm shutdown, then SIGKILL), start each again and wait
+        until all answer."""
+        self.stop_workers()
+        for node in self.worker_names:
+            self.restart(self.worker_process(node))
+        self.wait_for_workers()
+
+    def why_no_task_runs(self) -> str | None:
+        """None if every worker is running and an add sent now returns its sum; else what
+        is wrong, with what the workers say they hold (for a report)."""
+        ended = [node for node in self.worker_names if not self.worker_process(node).alive()]
+        if ended:
+            return f"workers {ended} have ended"
+        try:
+            self.celery.send_task(self.task("add"), args=(20, 22)).get(timeout=RESULT_TIMEOUT)
+        except Exception as error:
+            inspect = self.celery.control.inspect(timeout=5)
+            return (
+                f"add(20, 22) sent after the test: {error!r}; ping: "
+                f"{self.celery.control.ping(timeout=5)}; active: {inspect.active()}; "
+                f"reserved: {inspect.reserved()}"
+            )
+        return None
+
     def stop_all(self) -> None:
         """Stop every process, newest first, even when stopping one is interrupted."""
         interrupted: BaseException | None = None

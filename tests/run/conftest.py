@@ -44,3 +44,21 @@ def stack(request, bake, tmp_path_factory):
         running.start_workers()
         running.wait_for_workers()
         yield running
+
+
+@pytest.fixture(autouse=True)
+def stack_runs_tasks_after(request):
+    """After each test of the shared stack, its workers still run a task. A test that
+    left them ended or stuck fails here, naming itself and what the workers held, and
+    they are started again: the next tests get the stack they expect, so one fault is
+    one failure, not a cascade through the variant's later tests."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    stack = request.getfixturevalue("stack")
+    yield
+    problem = stack.why_no_task_runs()
+    if problem:
+        logs = stack.logs()
+        stack.restart_workers()
+        pytest.fail(f"the stack's workers ran no task after this test: {problem}\n{logs}")

@@ -66,9 +66,7 @@ def test_queue_depth_shown_is_the_number_of_waiting_tasks(stack):
         ]
         wait_until_shown(QUEUED, f"{QUEUED} tasks shown waiting in {queue}")
     finally:
-        for node in stack.worker_names:
-            stack.restart(stack.worker_process(node))
-        stack.wait_for_workers()
+        stack.restart_workers()
     assert [result.get(timeout=RESULT_TIMEOUT) for result in results] == [
         number + 1000 for number in range(QUEUED)
     ]
