@@ -59,6 +59,6 @@ def stack_runs_tasks_after(request):
     yield
     problem = stack.why_no_task_runs()
     if problem:
-        logs = stack.logs()
         stack.restart_workers()
-        pytest.fail(f"the stack's workers ran no task after this test: {problem}\n{logs}")
+        # The report shows the stack's last logs (pytest_runtest_makereport).
+        pytest.fail(f"the stack's workers ran no task after this test: {problem}")
