@@ -50,6 +50,8 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = TEMPLATE_DIR / "BENCHMARKS.md"
 STOCK_APP = "bench.stock"
+# Celery's default prefetch, which a worker that runs only short tasks could use.
+SHORT_TASKS_ONLY = "--prefetch-multiplier=4"
 
 
 def load() -> list[float]:
@@ -165,8 +167,6 @@ def merged(runs: list[dict], cpu_runs: list[dict]) -> dict:
         return round(float(statistics.median(values)), 3)
 
     latencies = every("latencies_ms")
-    worker_us = [run["worker_us_per_task"] for run in cpu_runs]
-    client_us = [run["client_us_per_task"] for run in cpu_runs]
     return {
         **runs[0],  # what ran: app, servers, worker command, workers, tasks
         "rounds": len(runs),
@@ -183,14 +183,22 @@ def merged(runs: list[dict], cpu_runs: list[dict]) -> dict:
         "short_behind_long_s": median([run["short_behind_long_s"] for run in runs]),
         "progress_update_ms": median([run["progress_update_ms"] for run in runs]),
         "loadavg_after": runs[-1]["loadavg_after"],
-        "cpu": {
-            "tasks": cpu_runs[0]["tasks"],
-            "worker_us_per_task": round(statistics.median(worker_us)),
-            "client_us_per_task": round(statistics.median(client_us)),
-            "worker_us_rounds": worker_us,
-            "client_us_rounds": client_us,
-        },
+        "cpu": merged_cpu(cpu_runs),
     }
+
+
+def merged_cpu(cpu_runs: list[dict]) -> dict:
+    """One configuration's CPU per add from its rounds (bench/cpu.py, one round each):
+    medians, each round's figure, and the profile of the round that took one."""
+    figures: dict = {"tasks": cpu_runs[0]["tasks"]}
+    for part in ("worker", "client", "servers"):
+        rounds = [run[f"{part}_us_per_task"] for run in cpu_runs]
+        figures[f"{part}_us_per_task"] = round(statistics.median(rounds))
+        figures[f"{part}_us_rounds"] = rounds
+    profiles = [run["profile_us_per_task"] for run in cpu_runs if "profile_us_per_task" in run]
+    if profiles:
+        figures["profile_us_per_task"] = profiles[0]
+    return figures
 
 
 def measure_on(stack: LocalStack, sides: list[Side], args: argparse.Namespace) -> dict:
@@ -213,6 +221,7 @@ def measure_on(stack: LocalStack, sides: list[Side], args: argparse.Namespace) -
     ]
     runs: dict[str, list[dict]] = {side.label: [] for side in sides}
     cpu_runs: dict[str, list[dict]] = {side.label: [] for side in sides}
+    short_only_cpu_runs: list[dict] = []
     for number in range(1, args.rounds + 1):
         for side in sides:
             what = f"{name} round {number}"
@@ -221,8 +230,19 @@ def measure_on(stack: LocalStack, sides: list[Side], args: argparse.Namespace) -
             driver_args = ["--json", *one_round, *app_and_worker]
             runs[side.label].append(side.run("driver", driver_args, what, cwd))
             cpu_args = [*app_and_worker, f"--tasks={tasks}", "--rounds=1"]
-            cpu_runs[side.label].append(side.run("cpu", cpu_args, f"{what} CPU", cwd))
+            # The first round also profiles each side, in worker lives of their own.
+            profile = ["--profile"] if number == 1 else []
+            cpu_runs[side.label].append(side.run("cpu", cpu_args + profile, f"{what} CPU", cwd))
+            if side is sides[0]:
+                # What prefetch 1 costs, in the same round: the generated worker as a
+                # deployment of short tasks only could run it (config.py says why not).
+                short_only = shlex.join([*map(str, side.worker), SHORT_TASKS_ONLY])
+                short_only_args = [f"--app={side.app}", f"--worker-command={short_only}"]
+                short_only_args += [f"--tasks={tasks}", "--rounds=1"]
+                what_short = f"{what} CPU {SHORT_TASKS_ONLY}"
+                short_only_cpu_runs.append(side.run("cpu", short_only_args, what_short, cwd))
     figures = {label: merged(runs[label], cpu_runs[label]) for label in runs}
+    figures["generated"]["cpu_short_tasks_only"] = merged_cpu(short_only_cpu_runs)
     floor_load = load()
     floor_args = [sides[0].env["CELERY_BROKER_URL"], f"--messages={tasks}"]
     floor_args += [f"--consumers={replicas}", f"--rounds={args.rounds}"]

@@ -7,6 +7,9 @@ from typing import Any
 BEGIN, END = "<!-- scripts/bench: begin -->", "<!-- scripts/bench: end -->"
 
 Result = dict[str, Any]
+# From the workers' profiles, per pair: packages in the table, functions in the text.
+PACKAGE_ROWS = 6
+DIFFERENCE_COUNT = 8
 
 
 def ratio(a: float, b: float) -> str:
@@ -134,30 +137,118 @@ def drain(results: list[Result]) -> list[str]:
 
 def cpu_row(result: Result) -> list[Any]:
     gen, stock = result["generated"]["cpu"], result["stock"]["cpu"]
+    short_only = result["generated"]["cpu_short_tasks_only"]
+
+    def everything(side: dict[str, Any]) -> int:
+        return sum(side[f"{part}_us_per_task"] for part in ("worker", "client", "servers"))
+
     return [
         short(result),
         gen["worker_us_per_task"],
         stock["worker_us_per_task"],
         ratio(gen["worker_us_per_task"], stock["worker_us_per_task"]),
+        short_only["worker_us_per_task"],
+        ratio(short_only["worker_us_per_task"], stock["worker_us_per_task"]),
         gen["client_us_per_task"],
         stock["client_us_per_task"],
+        gen["servers_us_per_task"],
+        stock["servers_us_per_task"],
+        ratio(everything(gen), everything(stock)),
     ]
 
 
 def cpu(results: list[Result], args: Any) -> list[str]:
-    header = ["broker x backend", "generated worker", "stock worker", "generated/stock"]
-    header += ["generated client", "stock client"]
+    header = ["broker x backend", "worker: generated", "stock", "generated/stock"]
+    header += ["generated, prefetch 4", "its /stock", "client: generated", "stock"]
+    header += ["servers: generated", "stock", "all three: generated/stock"]
     return [
         "### CPU time per add (microseconds)",
         "",
-        "The worker's CPU (main and pool processes) and the client's (sending the group and "
-        "reading its results) per `add`, by bench/cpu.py: one worker, a group of "
+        "Per `add`, by bench/cpu.py: the worker's CPU (main and pool processes), the "
+        "client's (sending the group and reading its results) and the servers' (the "
+        "broker's and the result backend's processes, from /proc); one worker, a group of "
         f"{args.tasks} ({args.postgresql_tasks} on PostgreSQL), the median of "
-        f"{args.rounds} rounds. Load moves this far less than tasks/s.",
+        f"{args.rounds} rounds. Load moves this far less than tasks/s. On two cores the "
+        "three share the CPU, so their sum sets the rate. *Prefetch 4* is the generated "
+        "worker with `--prefetch-multiplier=4`, Celery's default, measured in the same "
+        "rounds: what the template's prefetch of 1 costs (config.py says what it buys).",
         "",
-        *table(header, ["---", *["---:"] * 5], [cpu_row(r) for r in results]),
+        *table(header, ["---", *["---:"] * 10], [cpu_row(r) for r in results]),
         "",
         rounds_line("Rounds (worker)", results, lambda side: side["cpu"]["worker_us_rounds"]),
+        "",
+        rounds_line("Rounds (servers)", results, lambda side: side["cpu"]["servers_us_rounds"]),
+        "",
+        "Rounds (generated worker, prefetch 4): "
+        + "; ".join(
+            f"{short(r)} {r['generated']['cpu_short_tasks_only']['worker_us_rounds']}"
+            for r in results
+        ),
+        "",
+    ]
+
+
+def by_function(result: Result, side: str) -> dict[str, float]:
+    return dict(result[side]["cpu"]["profile_us_per_task"])
+
+
+def package(function: str) -> str:
+    """Where a profiled function lives: "send (kombu/messaging.py)" is kombu's,
+    "dumps (stdlib/json/__init__.py)" stdlib/json's."""
+    path = function[function.rindex("(") + 1 : -1].removesuffix(".py")
+    parts = path.split("/")
+    return "/".join(parts[:2] if parts[0] == "stdlib" else parts[:1])
+
+
+def by_package(result: Result, side: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for function, us in by_function(result, side).items():
+        totals[package(function)] = totals.get(package(function), 0.0) + us
+    return totals
+
+
+def gaps(generated: dict[str, float], stock: dict[str, float]) -> list[tuple[str, float]]:
+    """Generated less stock, largest first either way (missing from one side: 0 there)."""
+    change = {name: generated.get(name, 0.0) - stock.get(name, 0.0) for name in generated}
+    change.update({name: -us for name, us in stock.items() if name not in generated})
+    return sorted(change.items(), key=lambda item: -abs(item[1]))
+
+
+def package_rows(result: Result) -> list[list[Any]]:
+    gen, stock = by_package(result, "generated"), by_package(result, "stock")
+    rows = []
+    for number, (name, gap) in enumerate(gaps(gen, stock)[:PACKAGE_ROWS]):
+        first = short(result) if number == 0 else ""
+        rows.append(
+            [first, f"`{name}`", round(gen.get(name, 0)), round(stock.get(name, 0)), f"{gap:+.0f}"]
+        )
+    return rows
+
+
+def differences(result: Result) -> str:
+    gen, stock = by_function(result, "generated"), by_function(result, "stock")
+    largest = gaps(gen, stock)[:DIFFERENCE_COUNT]
+    return f"{short(result)}: " + ", ".join(f"`{name}` {us:+.0f}" for name, us in largest)
+
+
+def profiles(results: list[Result]) -> list[str]:
+    header = ["broker x backend", "package", "generated", "stock", "generated - stock"]
+    rows = [row for result in results for row in package_rows(result)]
+    return [
+        "### Where the worker's CPU goes (self time, microseconds per add)",
+        "",
+        "Two more worker lives per side in the first round (a group of adds, and none: "
+        "the difference, as above), each process sampled by bench/sigprof.py on the CPU "
+        "time it spends (the kernel's profiling timer), so waiting for the broker or for "
+        "a core is never counted. A function's self time holds the C code it called (a "
+        "socket write, a JSON encoder). The samples are weighed by the worker's measured "
+        "CPU in those lives; a sample is worth a few us per add, so read differences "
+        "under about 10 us as noise. By package, the largest differences:",
+        "",
+        *table(header, ["---", "---", "---:", "---:", "---:"], rows),
+        "",
+        "By function, the largest differences, generated less stock: "
+        + "; ".join(differences(result) for result in results),
         "",
     ]
 
@@ -267,6 +358,7 @@ def report(
         *throughput(results),
         *drain(results),
         *cpu(results, args),
+        *profiles(results),
         *latency(results),
         *bakes_and_tiers(results, static, run_tier),
         END,
