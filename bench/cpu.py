@@ -35,7 +35,7 @@ from typing import Any
 
 from celery import Celery, group
 
-from bench.driver import load_app, task_named
+from bench.driver import delete_queue, load_app, task_named
 
 START_SECONDS = 60
 RESULT_SECONDS = 300
@@ -60,28 +60,20 @@ def server_names(*urls: str) -> set[str]:
     return {SERVER_PROCESSES[url.split("://", 1)[0]] for url in urls}
 
 
-def processes() -> list[tuple[int, str, int, int]]:
-    """(pid, name, parent pid, CPU ticks) of every process, from /proc: the CPU its own
-    and that of the children it reaped (utime, stime, cutime, cstime)."""
-    found = []
+def servers_cpu_seconds(names: set[str]) -> float:
+    """CPU time of every process with one of these names, its own and that of the
+    children it reaped (PostgreSQL's server process reaps a backend per connection). The
+    servers run on this machine: the bench measures where it runs them."""
+    ticks = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process ended while we looked
             continue
-        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
-        fields = rest.split()
-        # ppid is field 4 of proc(5); utime to cstime are 14-17 (2 and 12-15 after the name).
-        ticks = sum(int(value) for value in fields[11:15])
-        found.append((int(stat.parent.name), name, int(fields[1]), ticks))
-    return found
-
-
-def servers_cpu_seconds(names: set[str]) -> float:
-    """CPU time of every process with one of these names (PostgreSQL's server process
-    reaps a backend per connection, so its count holds theirs). The servers run on this
-    machine: the bench measures where it runs them."""
-    return sum(ticks for _, name, _, ticks in processes() if name in names) / CLOCK_TICKS
+        if text[text.index("(") + 1 : text.rindex(")")] in names:
+            # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the name.
+            ticks += sum(int(value) for value in text[text.rindex(")") + 2 :].split()[11:15])
+    return ticks / CLOCK_TICKS
 
 
 class Life:
@@ -102,35 +94,22 @@ def worker_run(app: Celery, add: Any, worker_command: list[str], tasks: int) -> 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for_ping(app, node, worker, worker_command)
+    deadline = time.monotonic() + START_SECONDS
+    while not app.control.ping(destination=[node], timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise SystemExit(f"worker {node} did not answer a ping: {shlex.join(worker_command)}")
     client_before = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF))
     if tasks:
-        run_adds(add, tasks, queue)
+        result = group(add.s(i, i) for i in range(tasks)).apply_async(queue=queue)
+        if result.get(timeout=RESULT_SECONDS) != [2 * i for i in range(tasks)]:
+            raise SystemExit("add returned wrong sums")
+        result.forget()
     client = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF)) - client_before
     worker.send_signal(signal.SIGTERM)  # warm shutdown: the pool processes are reaped
     _, _, usage = os.wait4(worker.pid, 0)
     delete_queue(app, queue)
     return Life(cpu_seconds(usage), client, servers_cpu_seconds(servers) - servers_before)
-
-
-def wait_for_ping(app: Celery, node: str, worker: subprocess.Popen, command: list[str]) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while not app.control.ping(destination=[node], timeout=0.5):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            worker.kill()
-            raise SystemExit(f"worker {node} did not answer a ping: {shlex.join(command)}")
-
-
-def run_adds(add: Any, tasks: int, queue: str) -> None:
-    result = group(add.s(i, i) for i in range(tasks)).apply_async(queue=queue)
-    if result.get(timeout=RESULT_SECONDS) != [2 * i for i in range(tasks)]:
-        raise SystemExit("add returned wrong sums")
-    result.forget()
-
-
-def delete_queue(app: Celery, queue: str) -> None:
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_delete(queue)  # type: ignore[attr-defined]
 
 
 def profile(app: Celery, add: Any, worker_command: list[str], tasks: int) -> list[list[Any]]:
