@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -37,20 +38,27 @@ FLOWER_LISTENS = 'FLOWER_PORT: "5555"'
 STACK_MARKER = "TEMPLATE_TEST_STACK"
 
 
-def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path]:
+def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path, int | None]:
     """A copy of the stack's project with a virtual environment of its own, which installs
     the copy editable as `make local` has it: an edit here leaves the shared stack alone.
-    Its Flower, if any, listens on a free port."""
+    Its Flower, if any, listens on a free port, returned with them (None without Flower)."""
     project = directory / stack.project.name
     ignore = shutil.ignore_patterns(".local", "__pycache__", ".venv")
     shutil.copytree(stack.project, project, ignore=ignore)
     compose = project / "compose.yaml"
     text = compose.read_text(encoding="utf-8")
     assert text.count(FLOWER_LISTENS) == stack.variant["use_flower"], "Flower's port moved"
-    own_port = f'FLOWER_PORT: "{free_port()}"'
+    flower_port = free_port() if stack.variant["use_flower"] else None
+    own_port = f'FLOWER_PORT: "{flower_port}"'
     compose.write_text(text.replace(FLOWER_LISTENS, own_port), encoding="utf-8")
     venv = make_venv(project, stack.variant["python_version"], directory / "venv")
-    return project, venv
+    return project, venv, flower_port
+
+
+def listening(port: int) -> bool:
+    """Something accepts connections on the loopback's `port`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        return True
 
 
 def start_local(own: LocalStack, venv: Path, **env: str) -> LocalProcess:
@@ -80,7 +88,7 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
     add's code restarts the workers, which then return the edited result; local.py says
     which file it saw edited. An edit that breaks the code ends the workers, not the run:
     the next edit starts them again."""
-    project, venv = own_project(stack, tmp_path)
+    project, venv, flower_port = own_project(stack, tmp_path)
     workdir = tmp_path / "stack"
     workdir.mkdir()
     with LocalStack(project, venv, workdir, stack.variant) as own:
@@ -88,6 +96,16 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
         eventually(
             adds_to(own, 5), STARTUP_SECONDS, "workers started by local.py adding", watching=[local]
         )
+        if flower_port:
+            # Flower imports tasks.py as it starts, before it listens: the typo below,
+            # written before then, ends Flower and with it the run (a loaded CI run did).
+            eventually(
+                lambda: listening(flower_port),
+                STARTUP_SECONDS,
+                "Flower started by local.py listening",
+                ignoring=(OSError,),
+                watching=[local],
+            )
         workers = [process["name"] for process in own.planned("worker")]
         tasks = project / project.name / "tasks.py"
         code = tasks.read_text(encoding="utf-8")
@@ -135,7 +153,7 @@ def test_a_killed_local_py_leaves_no_process_of_its_stack(stack, tmp_path):
     stop whose grace ran out) right after an edit restarted its workers: no process of its
     stack survives, neither the services it started in sessions of their own, the ones
     started a moment ago included, nor their pool processes."""
-    project, venv = own_project(stack, tmp_path)
+    project, venv, _ = own_project(stack, tmp_path)
     workdir = tmp_path / "stack"
     workdir.mkdir()
     # Passed on to every process local.py starts, and theirs: names them all, whatever

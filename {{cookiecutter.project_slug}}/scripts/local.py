@@ -379,7 +379,9 @@ def run(processes: list[dict], reload: bool = True) -> int:
             print(f"started {process['name']}, logging to .local/{process['name']}.log")
         print(f"{', '.join(running)} keep running; Ctrl-C stops them", flush=True)
         if reloading:
-            print(f"an edit to the code restarts {', '.join(p['name'] for p in reloading)}")
+            names = ", ".join(p["name"] for p in reloading)
+            # Flushed now, not with the next line: it belongs before the restarts' lines.
+            print(f"an edit to the code restarts {names}", flush=True)
         restart_on_edits(reloading, running, times, one_shot)
         if stop_requested:
             exits = [popen.returncode for popen in one_shot.values() if popen.poll() is not None]
