@@ -69,6 +69,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback's `port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
 def find_python(version: str) -> Path:
     """A working interpreter for a python_version answer: on PATH, or installed by pyenv."""
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))

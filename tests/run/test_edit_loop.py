@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ from harness.localstack import (
     LocalProcess,
     LocalStack,
     free_port,
+    listening,
     make_venv,
     processes_with,
 )
@@ -39,26 +39,22 @@ STACK_MARKER = "TEMPLATE_TEST_STACK"
 
 
 def own_project(stack: LocalStack, directory: Path) -> tuple[Path, Path, int | None]:
-    """A copy of the stack's project with a virtual environment of its own, which installs
-    the copy editable as `make local` has it: an edit here leaves the shared stack alone.
-    Its Flower, if any, listens on a free port, returned with them (None without Flower)."""
+    """A copy of the stack's project, its virtual environment, and its Flower's port (None
+    without Flower). The environment installs the copy editable as `make local` has it:
+    an edit here leaves the shared stack alone. Its Flower listens on a free port."""
     project = directory / stack.project.name
     ignore = shutil.ignore_patterns(".local", "__pycache__", ".venv")
     shutil.copytree(stack.project, project, ignore=ignore)
     compose = project / "compose.yaml"
     text = compose.read_text(encoding="utf-8")
     assert text.count(FLOWER_LISTENS) == stack.variant["use_flower"], "Flower's port moved"
-    flower_port = free_port() if stack.variant["use_flower"] else None
-    own_port = f'FLOWER_PORT: "{flower_port}"'
-    compose.write_text(text.replace(FLOWER_LISTENS, own_port), encoding="utf-8")
+    flower_port: int | None = None
+    if stack.variant["use_flower"]:
+        flower_port = free_port()
+        own_port = f'FLOWER_PORT: "{flower_port}"'
+        compose.write_text(text.replace(FLOWER_LISTENS, own_port), encoding="utf-8")
     venv = make_venv(project, stack.variant["python_version"], directory / "venv")
     return project, venv, flower_port
-
-
-def listening(port: int) -> bool:
-    """Something accepts connections on the loopback's `port`."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5):
-        return True
 
 
 def start_local(own: LocalStack, venv: Path, **env: str) -> LocalProcess:
@@ -103,7 +99,6 @@ def test_an_edited_task_reaches_the_running_workers(stack, tmp_path):
                 lambda: listening(flower_port),
                 STARTUP_SECONDS,
                 "Flower started by local.py listening",
-                ignoring=(OSError,),
                 watching=[local],
             )
         workers = [process["name"] for process in own.planned("worker")]

@@ -136,8 +136,7 @@ BACKEND_LIBRARIES = {"redis": ["hiredis"], "postgresql": ["sqlalchemy", "psycopg
 def test_pool_processes_start_with_the_result_backend_loaded(stack):
     """A new worker's pool processes have the result backend's client libraries loaded
     before they run a task (the main process set the backend up before forking them), so
-    none imports them on its first task (on RabbitMQ with a Redis backend, 0.17 s of CPU
-    per pool process; with PostgreSQL, 0.12 s)."""
+    none imports them on its first task (BENCHMARKS.md has what that cost)."""
     libraries = BACKEND_LIBRARIES[stack.variant["result_backend"]]
     node = f"unused-pool@{socket.gethostname()}"
     # On a queue of its own: it must run no task, not even another test's.

@@ -86,9 +86,9 @@ def _set_up_result_backend(sender: Any, **_: Any) -> None:
     # A pool process pools only if the backend was set up before it was forked; set up
     # after, it opens and closes a new PostgreSQL connection for every result: 4x the
     # worker's CPU time per `add` (BENCHMARKS.md). (Loading the settings sets it up, too.)
-    # An engine, never connected: it imports SQLAlchemy's PostgreSQL dialect and psycopg
-    # here, once, instead of in each pool process at its first result (about 100 modules,
-    # 0.12 s of CPU per pool process and per replacement).
+    # An engine, never connected nor kept (a database_engine_callback of yours sees it):
+    # making it imports SQLAlchemy's PostgreSQL dialect and psycopg here, once, instead of
+    # in each pool process at its first result (BENCHMARKS.md).
     backend.session_manager.get_engine(backend.url, **backend.engine_options)
 {%- else %}
     _ = sender.app.backend  # reading the property sets it up
