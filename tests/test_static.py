@@ -42,11 +42,14 @@ def test_python_is_ruff_clean(bake, variant):
 
 
 def test_pyproject_states_the_choices(bake, variant):
-    """pyproject.toml parses and asks for the chosen Python and only the needed packages."""
+    """pyproject.toml parses and asks for the chosen Python and only the needed packages;
+    .python-version names that Python, so that uv makes the local environment with the
+    image's version, not the newest one it finds or can download."""
     project = bake(variant)
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     version = variant["python_version"]
     assert pyproject["project"]["requires-python"] == f">={version}"
+    assert (project / ".python-version").read_text(encoding="utf-8") == f"{version}\n"
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + version.replace(".", "")
     requirements = " ".join(pyproject["project"]["dependencies"])
     uses_redis = "redis" in (variant["broker"], variant["result_backend"])
