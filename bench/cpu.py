@@ -25,6 +25,7 @@ import os
 import resource
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,9 +155,9 @@ def main() -> int:
         servers_us.append(round((busy.servers - idle.servers) / args.tasks * 1e6))
     figures: dict[str, Any] = {
         "tasks": args.tasks,
-        "worker_us_per_task": median(worker_us),
-        "client_us_per_task": median(client_us),
-        "servers_us_per_task": median(servers_us),
+        "worker_us_per_task": statistics.median_high(worker_us),
+        "client_us_per_task": statistics.median_high(client_us),
+        "servers_us_per_task": statistics.median_high(servers_us),
         "worker_us_rounds": worker_us,
         "client_us_rounds": client_us,
         "servers_us_rounds": servers_us,
@@ -165,10 +166,6 @@ def main() -> int:
         figures["profile_us_per_task"] = profile(app, add, command, args.tasks)
     print(json.dumps(figures))
     return 0
-
-
-def median(values: list[int]) -> int:
-    return sorted(values)[len(values) // 2]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """BENCHMARKS.md's measured part: the figures of one `python -m bench` run as Markdown,
 one function per section, written between the file's markers."""
 
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -201,16 +202,16 @@ def package(function: str) -> str:
 
 
 def by_package(result: Result, side: str) -> dict[str, float]:
-    totals: dict[str, float] = {}
+    totals: defaultdict[str, float] = defaultdict(float)
     for function, us in by_function(result, side).items():
-        totals[package(function)] = totals.get(package(function), 0.0) + us
+        totals[package(function)] += us
     return totals
 
 
 def gaps(generated: dict[str, float], stock: dict[str, float]) -> list[tuple[str, float]]:
     """Generated less stock, largest first either way (missing from one side: 0 there)."""
-    change = {name: generated.get(name, 0.0) - stock.get(name, 0.0) for name in generated}
-    change.update({name: -us for name, us in stock.items() if name not in generated})
+    names = generated.keys() | stock.keys()
+    change = {name: generated.get(name, 0.0) - stock.get(name, 0.0) for name in names}
     return sorted(change.items(), key=lambda item: -abs(item[1]))
 
 
